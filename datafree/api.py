@@ -1,0 +1,238 @@
+"""The Python API: `train_teacher()`, `distill()`, `resume()`, `evaluate()`. The CLI calls these.
+
+Each run gets a run directory holding its resolved `config.toml`, TensorBoard events, resumable
+checkpoints (`checkpoints/step_*.pt`), the final model (`teacher.pt` or `student.pt`) and
+`metrics.json`.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from datafree import checkpoint
+from datafree.config import Config, from_dict, to_toml
+from datafree.data import Dataset, load_dataset
+from datafree.distributed import Dist, barrier, init_from_env
+from datafree.errors import ConfigError
+from datafree.methods import METHODS
+from datafree.models import count_parameters, create_model
+from datafree.monitor import Monitor
+from datafree.trainer import Trainer
+
+RUN_FILES = ("config.toml", "metrics.json", "student.pt", "teacher.pt", "checkpoints")
+
+
+@dataclass
+class Result:
+    model: nn.Module  # the trained teacher or student
+    metrics: dict[str, float]
+    run_dir: Path | None
+    checkpoint: Path | None  # the saved model file
+
+
+def train_teacher(model: str = "digits_cnn", data: str = "digits", *, steps: int | None = None, seed: int | None = None,
+                  output: str | Path | None = None, run_dir: str | Path | None = None, config: Config | None = None,
+                  overrides: dict[str, Any] | list[str] | None = None, quiet: bool = False) -> Result:
+    """Train a classifier on real labelled data (method `scratch`) and save it as a teacher checkpoint
+    (at `output`, default `<run_dir>/teacher.pt`). Returns the model and its test accuracy."""
+    cfg = make_config(config, overrides, {"teacher.name": model, "data.name": data, "method.name": "scratch",
+                                          "trainer.steps": steps, "trainer.seed": seed,
+                                          "teacher.checkpoint": str(output) if output else None, "run.dir": run_dir})
+    return run("train-teacher", cfg, quiet=quiet)
+
+
+def distill(teacher: str | Path | nn.Module, student: str | nn.Module = "digits_cnn_half", method: str = "ours", *,
+            data: str | None = None, steps: int | None = None, seed: int | None = None,
+            run_dir: str | Path | None = None, config: Config | None = None,
+            overrides: dict[str, Any] | list[str] | None = None, quiet: bool = False) -> Result:
+    """Distill `teacher` (a checkpoint path or an nn.Module) into `student` (a registered model
+    name or an nn.Module) with `method`. `data` defaults to the teacher checkpoint's data set; it
+    provides the input description and the test set (data-free methods never see its training split)."""
+    teacher_module = teacher if isinstance(teacher, nn.Module) else None
+    student_module = student if isinstance(student, nn.Module) else None
+    if data is None and teacher_module is None and config is None:
+        data = checkpoint.load_model(teacher).info.name.split(":")[0]
+    cfg = make_config(config, overrides, {
+        "teacher.checkpoint": None if teacher_module is not None else str(teacher), "method.name": method,
+        "student.name": None if student_module is not None else student, "data.name": data,
+        "trainer.steps": steps, "trainer.seed": seed, "run.dir": run_dir})
+    return run("distill", cfg, teacher_module=teacher_module, student_module=student_module, quiet=quiet)
+
+
+def resume(run_dir: str | Path, quiet: bool = False, teacher: nn.Module | None = None,
+           student: nn.Module | None = None) -> Result:
+    """Continue a stopped run exactly where its latest checkpoint left it."""
+    run_dir = Path(run_dir)
+    state = checkpoint.load_latest_run(run_dir)
+    cfg = from_dict(state["config"])
+    command = state["notes"].get("command", "distill")
+    return run(command, cfg, teacher_module=teacher, student_module=student, resume_state=state,
+               quiet=quiet, run_dir=run_dir)
+
+
+def evaluate(model: str | Path | nn.Module, data: str | None = None, data_root: str = "data",
+             batch_size: int = 1024) -> dict[str, float]:
+    """Test accuracy (%) of a model checkpoint (or module, with `data`) on its data set's test split."""
+    from datafree.data import test_batches
+
+    if isinstance(model, nn.Module):
+        if data is None:
+            raise ConfigError("evaluate(module) needs data=<data set name>")
+        net, dataset = model, load_dataset(data, data_root)
+    else:
+        ckpt = checkpoint.load_model(model)
+        net, dataset = ckpt.model, load_dataset(data or ckpt.info.name.split(":")[0], data_root)
+    device = next(net.parameters()).device
+    net.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in test_batches(dataset.test, dataset.info, batch_size, device):
+            correct += int((net(x).argmax(1) == y).sum())
+    return {"accuracy": 100 * correct / len(dataset.test), "parameters": count_parameters(net)}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def make_config(config: Config | None, overrides: dict[str, Any] | list[str] | None,
+                arguments: dict[str, Any]) -> Config:
+    """Function arguments (None = not given) on top of `config`, then explicit overrides."""
+    from datafree.config import parse_overrides
+
+    raw = config.to_dict() if config is not None else {}
+    items = {k: v for k, v in arguments.items() if v is not None}
+    items.update(parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {}))
+    return from_dict(raw, items)
+
+
+def run(command: str, cfg: Config, teacher_module: nn.Module | None = None, student_module: nn.Module | None = None,
+        resume_state: dict[str, Any] | None = None, quiet: bool = False, run_dir: Path | None = None) -> Result:
+    """Build everything a config describes, train, save and report."""
+    dist = init_from_env(cfg.trainer.device)
+    run_dir = run_dir or prepare_run_dir(cfg, command, dist)
+    seed_everything(cfg.trainer.seed)
+    dataset = load_dataset(cfg.data.name, cfg.data.root, cfg.data.download, cfg.data.image_size)
+    notes: dict[str, Any] = {"command": command}
+    if command == "train-teacher":
+        teacher, arch_cfg = None, cfg.teacher
+        student = student_module or create_model(cfg.teacher.name, dataset.info.num_classes, dataset.info.input_shape, **cfg.teacher.args)
+        cfg = as_student_run(cfg)
+    else:
+        teacher = teacher_module or load_teacher(cfg, dataset, notes, resume_state)
+        arch_cfg = cfg.student
+        student = student_module or create_model(cfg.student.name, dataset.info.num_classes, dataset.info.input_shape, **cfg.student.args)
+    arch = {"name": arch_cfg.name, "args": arch_cfg.args} if student_module is None else None
+
+    trainer = Trainer(cfg, dataset, student, teacher, run_dir, dist, notes)
+    if resume_state is not None:
+        trainer.load_state_dict(resume_state)
+    description = f"{command} {cfg.method.name}" if command == "distill" else f"{command} {arch_cfg.name}"
+    monitor = Monitor(run_dir if dist.is_main else None, cfg.trainer.steps, description,
+                      console=dist.is_main and not quiet, start_step=trainer.step)
+    if dist.is_main:
+        (run_dir / "config.toml").write_text(to_toml(cfg))
+    try:
+        trainer.fit(monitor)
+        metrics = trainer.summary()
+        saved = None
+        if dist.is_main:
+            saved = save_final_model(command, cfg, run_dir, trainer, dataset, arch, metrics)
+            (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            monitor.hparams(hparams_of(cfg, command), {f"final/{k}": float(v) for k, v in metrics.items()})
+        barrier(dist)
+    finally:
+        monitor.close()
+    return Result(trainer.student, metrics, run_dir, saved)
+
+
+def as_student_run(cfg: Config) -> Config:
+    """train-teacher trains the teacher architecture in the student's seat of the trainer."""
+    raw = cfg.to_dict()
+    raw["student"] = {k: v for k, v in raw["teacher"].items() if k != "checkpoint"}
+    return from_dict(raw)
+
+
+def load_teacher(cfg: Config, dataset: Dataset, notes: dict[str, Any], resume_state: dict[str, Any] | None) -> nn.Module | None:
+    method = METHODS.get(cfg.method.name)
+    if not cfg.teacher.checkpoint:
+        if method.name == "scratch":
+            return None
+        raise ConfigError(f"method {method.name!r} needs a teacher: pass --teacher teacher.pt (train one with `datafree train-teacher`)")
+    ckpt = checkpoint.load_model(cfg.teacher.checkpoint)
+    t, d = ckpt.info, dataset.info
+    if (t.num_classes, tuple(t.input_shape)) != (d.num_classes, tuple(d.input_shape)):
+        raise ConfigError(f"teacher {cfg.teacher.checkpoint} was trained on {t.name} ({t.num_classes} classes, inputs "
+                          f"{tuple(t.input_shape)}) but data set {d.name} has {d.num_classes} classes, inputs "
+                          f"{tuple(d.input_shape)}; pass --data {t.name.split(':')[0]}")
+    notes["teacher_digest"] = checkpoint.file_digest(cfg.teacher.checkpoint)
+    if resume_state is not None and resume_state["notes"].get("teacher_digest") not in (None, notes["teacher_digest"]):
+        raise ConfigError(f"teacher file {cfg.teacher.checkpoint} changed since this run started; "
+                          f"resuming with another teacher would not continue the same run")
+    return ckpt.model
+
+
+def save_final_model(command: str, cfg: Config, run_dir: Path, trainer: Trainer, dataset: Dataset,
+                     arch: dict[str, Any] | None, metrics: dict[str, float]) -> Path:
+    if command == "train-teacher":
+        model_metrics = {"test_accuracy": metrics["student_accuracy"]}
+        path = Path(cfg.teacher.checkpoint) if cfg.teacher.checkpoint else run_dir / "teacher.pt"
+    else:
+        model_metrics = {"test_accuracy": metrics["student_accuracy"], "teacher_accuracy": metrics.get("teacher_accuracy", 0.0),
+                         "agreement": metrics.get("agreement", 0.0)}
+        path = run_dir / "student.pt"
+    return checkpoint.save_model(trainer.student, dataset.info, path, arch, model_metrics)
+
+
+def prepare_run_dir(cfg: Config, command: str, dist: Dist) -> Path:
+    """The run directory: refuse to reuse a non-empty one unless run.overwrite is set, and then
+    remove only the files datafree itself writes there."""
+    if cfg.run.dir:
+        run_dir = Path(cfg.run.dir)
+    else:
+        name = cfg.teacher.name if command == "train-teacher" else f"{cfg.method.name}-{cfg.student.name}"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path("runs") / f"{command}-{cfg.data.name}-{name}-s{cfg.trainer.seed}-{stamp}"
+        suffix = 1
+        while run_dir.exists():
+            run_dir = run_dir.with_name(f"{run_dir.name.split('+')[0]}+{suffix}")
+            suffix += 1
+    if dist.is_main:
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError(f"run directory {run_dir} is a file; choose another --run-dir")
+        if run_dir.is_dir() and any(run_dir.iterdir()):
+            if not cfg.run.overwrite:
+                raise ConfigError(f"run directory {run_dir} already exists; pass --resume {run_dir} to continue it "
+                                  f"or --overwrite to replace it")
+            clear_run_dir(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    barrier(dist)
+    return run_dir
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    import shutil
+
+    for entry in run_dir.iterdir():
+        if entry.name in RUN_FILES or entry.name.startswith("events.out.tfevents"):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def hparams_of(cfg: Config, command: str) -> dict[str, Any]:
+    return {"command": command, "data": cfg.data.name, "method": cfg.method.name, "student": cfg.student.name,
+            "teacher": cfg.teacher.checkpoint or cfg.teacher.name, "steps": cfg.trainer.steps,
+            "batch_size": cfg.trainer.batch_size, "seed": cfg.trainer.seed, "lr": cfg.student.optim.lr,
+            "temperature": cfg.method.temperature, "g_steps": cfg.trainer.g_steps, "s_steps": cfg.trainer.s_steps}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

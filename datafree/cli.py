@@ -1,0 +1,206 @@
+"""Command line: a thin layer over `datafree.api`.
+
+    datafree                      the main job: teacher, real-data KD and data-free student on digits
+    datafree train-teacher ...    train a classifier on real data and save it as a teacher
+    datafree distill ...          distill a teacher into a student with any method
+    datafree evaluate CKPT        test accuracy of a saved model
+    datafree list                 registered data sets, models, methods, generators, discriminators
+    datafree bench SUITE          run a benchmark suite (see experiments/suites/)
+
+Bad input is one line on stderr and exit status 2 (add --debug for the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from datafree.errors import DatafreeError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="datafree", description="Data-free adversarial knowledge distillation.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="the main job on digits (also what plain `datafree` runs)")
+    demo.add_argument("--run-dir", default="", help="where the three runs go (default runs/demo-<time>)")
+    add_common(demo, config=False)
+
+    teacher = commands.add_parser("train-teacher", help="train a classifier on real data and save it as a teacher")
+    teacher.add_argument("--model", help="registered model name (teacher.name)")
+    teacher.add_argument("--out", help="teacher checkpoint to write (default <run-dir>/teacher.pt)")
+    add_run_options(teacher)
+
+    distill = commands.add_parser("distill", help="distill a teacher into a student")
+    distill.add_argument("--teacher", help="teacher checkpoint (teacher.checkpoint)")
+    distill.add_argument("--student", help="registered model name (student.name)")
+    distill.add_argument("--method", help="method name (see `datafree list`)")
+    add_run_options(distill)
+
+    evaluate = commands.add_parser("evaluate", help="test accuracy of a model checkpoint")
+    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("--data", help="data set (default: the checkpoint's)")
+    evaluate.add_argument("--data-root", default="data")
+    evaluate.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    listing = commands.add_parser("list", help="registered names")
+    listing.add_argument("what", nargs="?", default="all",
+                         choices=["all", "data", "models", "methods", "terms", "generators", "discriminators", "gan-losses"])
+    listing.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    bench = commands.add_parser("bench", help="run a benchmark suite (methods × pairs × seeds)")
+    bench.add_argument("suite", help="suite name under experiments/suites/ or a path to a suite TOML")
+    bench.add_argument("--out", default="", help="results folder (default experiments/results/<suite>)")
+    bench.add_argument("--data-root", default="", help="data root for torchvision data sets")
+    add_common(bench, config=False)
+    return parser
+
+
+def add_common(p: argparse.ArgumentParser, config: bool = True) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bar or console messages")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    if config:
+        p.add_argument("--config", help="TOML config file (see experiments/configs/)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set trainer.steps=500 (repeatable)")
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    add_common(p)
+    p.add_argument("--data", help="data set name (data.name)")
+    p.add_argument("--data-root", help="folder of torchvision data sets (data.root)")
+    p.add_argument("--download", action="store_true", help="let torchvision download a missing data set")
+    p.add_argument("--steps", type=int, help="training iterations (trainer.steps)")
+    p.add_argument("--seed", type=int, help="random seed (trainer.seed)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, auto (trainer.device)")
+    p.add_argument("--run-dir", help="run directory (run.dir)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its latest checkpoint")
+
+
+def option_overrides(args: argparse.Namespace, mapping: dict[str, str]) -> dict[str, Any]:
+    """Command-line options that were given, as dotted config keys."""
+    common = {"data": "data.name", "data_root": "data.root", "steps": "trainer.steps", "seed": "trainer.seed",
+              "device": "trainer.device", "run_dir": "run.dir"}
+    out = {key: getattr(args, name) for name, key in {**common, **mapping}.items() if getattr(args, name, None) is not None}
+    if args.download:
+        out["data.download"] = True
+    if args.overwrite:
+        out["run.overwrite"] = True
+    return out
+
+
+def run_command(args: argparse.Namespace, command: str, mapping: dict[str, str], fixed: dict[str, Any]) -> int:
+    from datafree import api, checkpoint
+    from datafree.config import load, parse_overrides
+
+    if args.resume:
+        given = [name for name in ("config", "data", "steps", "seed", "run_dir", "teacher", "student", "method", "model", "out")
+                 if getattr(args, name, None)] + (["set"] if args.set else [])
+        if given:
+            raise DatafreeError(f"--resume continues the run with its own saved config; drop --{given[0].replace('_', '-')}")
+        result = api.resume(args.resume, quiet=args.quiet)
+    else:
+        items = {**fixed, **option_overrides(args, mapping)}
+        if command == "distill" and args.teacher and not args.data and not args.config:
+            items["data.name"] = checkpoint.load_model(args.teacher).info.name.split(":")[0]
+        items.update(parse_overrides(args.set))
+        cfg = load(args.config, items)
+        result = api.run(command, cfg, quiet=args.quiet)
+    report(command, result)
+    return 0
+
+
+def report(command: str, result) -> None:
+    m = result.metrics
+    line = f"{command}: test accuracy {m['student_accuracy']:.2f}%"
+    if "teacher_accuracy" in m:
+        line += f" (teacher {m['teacher_accuracy']:.2f}%, agreement {m['agreement']:.2f}%)"
+    line += f", {m['student_steps']} steps, {m['seconds']:.1f} s"
+    print(line)
+    print(f"saved {result.checkpoint}  (run directory {result.run_dir})")
+
+
+def cmd_train_teacher(args: argparse.Namespace) -> int:
+    return run_command(args, "train-teacher", {"model": "teacher.name", "out": "teacher.checkpoint"},
+                       {"method.name": "scratch"})
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    return run_command(args, "distill", {"teacher": "teacher.checkpoint", "student": "student.name", "method": "method.name"}, {})
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from datafree import api
+
+    m = api.evaluate(args.checkpoint, data=args.data, data_root=args.data_root)
+    print(f"{args.checkpoint}: test accuracy {m['accuracy']:.2f}% ({m['parameters']:,} parameters)")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from datafree.data import DATASETS
+    from datafree.methods import METHODS
+    from datafree.methods.terms import TERMS
+    from datafree.models import MODELS
+    from discriminators import DISCRIMINATORS
+    from discriminators.losses import GAN_LOSSES
+    from generators import GENERATORS
+
+    sections = {
+        "data": [(n, (DATASETS.get(n).__doc__ or "").strip().splitlines()[0] if DATASETS.get(n).__doc__ else "") for n in DATASETS],
+        "models": [(n, "") for n in MODELS if not n.startswith("torchvision.")] + [("torchvision.<name>", "any torchvision classifier, random init")],
+        "methods": [(n, f"[{METHODS.get(n).data} data] {METHODS.get(n).summary}") for n in METHODS],
+        "terms": [(n, f"[{', '.join(TERMS.get(n).players)}] {TERMS.get(n).doc.splitlines()[0]}") for n in TERMS],
+        "generators": [(n, "") for n in GENERATORS],
+        "discriminators": [(n, "") for n in DISCRIMINATORS],
+        "gan-losses": [(n, "") for n in GAN_LOSSES],
+    }
+    for name, rows in sections.items():
+        if args.what in ("all", name):
+            print(f"{name}:")
+            for entry, text in rows:
+                print(f"  {entry:<22} {text}".rstrip())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from datafree.demo import run_demo
+
+    run_demo(run_root=args.run_dir or None, quiet=args.quiet)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from datafree.bench import run_suite
+
+    run_suite(args.suite, out=args.out or None, data_root=args.data_root or None, quiet=args.quiet)
+    return 0
+
+
+COMMANDS = {"demo": cmd_demo, "train-teacher": cmd_train_teacher, "distill": cmd_distill, "evaluate": cmd_evaluate,
+            "list": cmd_list, "bench": cmd_bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command is None:  # plain `datafree`: the main job
+        args = build_parser().parse_args(["demo", *([] if argv is None else argv)])
+    from datafree.trainer import Interrupted
+
+    try:
+        return COMMANDS[args.command](args)
+    except DatafreeError as e:
+        if args.debug:
+            raise
+        print(f"datafree: error: {e}", file=sys.stderr)
+        return 2
+    except Interrupted as e:
+        run_dir = e.path.parent.parent if e.path else "<run dir>"
+        print(f"datafree: stopped at step {e.step}; checkpoint saved to {e.path}.\n"
+              f"Resume with: datafree {args.command} --resume {run_dir}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("datafree: interrupted", file=sys.stderr)
+        return 130

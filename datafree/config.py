@@ -1,0 +1,364 @@
+"""Typed run configuration: dataclasses per section, loaded from TOML with `key=value` overrides.
+
+Values are layered, later wins: dataclass defaults → the method's recipe (`Method.defaults`)
+→ the TOML file → command-line overrides. Every unknown key, wrong type or impossible value is
+a `ConfigError` whose one-line message names the dotted key.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from datafree.errors import ConfigError
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: int = 0
+    grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
+
+    def check(self, key: str) -> None:
+        positive(self.lr, f"{key}.lr")
+        at_least(self.weight_decay, 0, f"{key}.weight_decay")
+        at_least(self.momentum, 0, f"{key}.momentum")
+        at_least(self.warmup_steps, 0, f"{key}.warmup_steps")
+        at_least(self.grad_clip, 0, f"{key}.grad_clip")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"{key}.betas must be two numbers in [0, 1) (got {self.betas})")
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    root: str = "data"  # folder holding torchvision-format data sets
+    download: bool = False  # let torchvision fetch a missing data set (needs internet)
+    augment: bool = True  # the data set's standard augmentation on real training batches
+    image_size: int = 32  # image folders only: images are resized to this square size
+    test_batch_size: int = 1024
+
+    def check(self, key: str) -> None:
+        positive(self.image_size, f"{key}.image_size")
+        positive(self.test_batch_size, f"{key}.test_batch_size")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "digits_cnn_half"
+    args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the model factory
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def check(self, key: str) -> None:
+        self.optim.check(f"{key}.optim")
+
+
+@dataclass
+class TeacherConfig(ModelConfig):
+    name: str = "digits_cnn"
+    # distill reads the teacher from here; train-teacher writes it here.
+    checkpoint: str = ""
+
+
+@dataclass
+class GeneratorConfig:
+    name: str = "dcgan"
+    args: dict[str, Any] = field(default_factory=dict)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="adam", lr=1e-3, betas=[0.5, 0.999], weight_decay=0.0))
+    replay_size: int = 0  # past synthetic samples kept for student batches; 0 disables the pool
+    replay_fraction: float = 0.5  # share of each student batch drawn from the pool once it is filled
+    augment: list[str] = field(default_factory=list)  # kornia augmentations of student batches (images)
+    collapse_entropy: float = 0.5  # class-balance (teacher prediction entropy / log K) below this is collapse
+    collapse_diversity: float = 0.05  # mean pairwise distance / sample norm below this is collapse
+
+    def check(self, key: str) -> None:
+        self.optim.check(f"{key}.optim")
+        at_least(self.replay_size, 0, f"{key}.replay_size")
+        within(self.replay_fraction, 0, 1, f"{key}.replay_fraction")
+        within(self.collapse_entropy, 0, 1, f"{key}.collapse_entropy")
+        at_least(self.collapse_diversity, 0, f"{key}.collapse_diversity")
+
+
+@dataclass
+class DiscriminatorConfig:
+    name: str = "logit"
+    args: dict[str, Any] = field(default_factory=dict)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="adam", lr=2e-4, betas=[0.5, 0.999], weight_decay=0.0))
+    loss: str = "bce"  # GAN loss: bce (non-saturating), lsgan, hinge
+    spectral_norm: bool = False
+    # (R1 gradient penalty: the discriminator's loss term "r1", e.g. method.terms.discriminator.r1 = 1)
+    teacher_layer: str = ""  # feature discriminator: hooked layers; empty = deepest feature map
+    student_layer: str = ""
+
+    def check(self, key: str) -> None:
+        self.optim.check(f"{key}.optim")
+
+
+@dataclass
+class MethodConfig:
+    name: str = "ours"
+    temperature: float = 1.0  # softmax temperature of the KL terms
+    # Per player ("student", "generator", "discriminator"): term → weight, replacing the
+    # method's own weight for that term; weight 0 switches a term off.
+    terms: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def check(self, key: str) -> None:
+        positive(self.temperature, f"{key}.temperature")
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = 1000  # outer iterations; each runs g_steps, d_steps and s_steps updates
+    batch_size: int = 128
+    g_steps: int = 1
+    d_steps: int = 1
+    s_steps: int = 1
+    seed: int = 0
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    eval_every: int = 250  # test-set evaluation every N steps (and at the end); 0: only at the end
+    log_every: int = 25
+    image_every: int = 250  # synthetic sample grids in TensorBoard
+    checkpoint_every: int = 0  # resumable run checkpoints every N steps (and at the end); 0: only at the end
+    keep_checkpoints: int = 2
+    threads: int = 0  # torch CPU threads; 0 leaves torch's default
+
+    def check(self, key: str) -> None:
+        for name in ("steps", "batch_size", "g_steps", "d_steps", "s_steps", "log_every", "keep_checkpoints"):
+            positive(getattr(self, name), f"{key}.{name}")
+        for name in ("eval_every", "image_every", "checkpoint_every", "threads"):
+            at_least(getattr(self, name), 0, f"{key}.{name}")
+
+
+@dataclass
+class RunConfig:
+    dir: str = ""  # run directory; empty: runs/<command>-<data>-<method>-<time>
+    overwrite: bool = False
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def check(self, key: str = "") -> None:
+        for f in dataclasses.fields(self):
+            section = getattr(self, f.name)
+            if hasattr(section, "check"):
+                section.check(f.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
+    """Read a TOML file (optional), apply overrides (`["trainer.steps=10", ...]` or
+    `{"trainer.steps": 10}`), merge the chosen method's recipe underneath, validate."""
+    raw = read_toml(path) if path else {}
+    return from_dict(raw, overrides)
+
+
+def from_dict(raw: dict[str, Any], overrides: list[str] | dict[str, Any] | None = None) -> Config:
+    raw = copy.deepcopy(raw)
+    items = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
+    for key, value in items.items():
+        set_dotted(raw, key, value)
+    method_name = raw.get("method", {}).get("name", MethodConfig.name) if isinstance(raw.get("method"), dict) else MethodConfig.name
+    raw = deep_merge(recipe_defaults(method_name), raw)
+    config = build(Config, raw, "")
+    config.check()
+    return config
+
+
+def recipe_defaults(method_name: str) -> dict[str, Any]:
+    """The config defaults a method's recipe sets (its step ratios, temperature, ...)."""
+    from datafree.methods import METHODS  # late import: methods import losses, models, ...
+
+    if not isinstance(method_name, str) or method_name not in METHODS:
+        return {}  # build() reports the bad name with the list of methods
+    nested: dict[str, Any] = {}
+    for key, value in METHODS.get(method_name).defaults.items():
+        set_dotted(nested, key, copy.deepcopy(value))
+    return nested
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`["trainer.lr=0.05", "student.name=mlp"]` → {key: value}; values are read as TOML
+    values (numbers, booleans, lists, quoted strings), else taken as plain strings."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        parsed[key.strip()] = value
+    return parsed
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    node = raw
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config key {'.'.join(parents[: i + 1])!r} is a value, not a section")
+        node = child
+    node[last] = value
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def build(cls: type, raw: Any, key: str) -> Any:
+    """Build dataclass `cls` from a dict, checking every key and value type."""
+    where = key or "config"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config key {where!r} must be a table of settings (got {raw!r})")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for name, value in raw.items():
+        dotted = f"{key}.{name}" if key else name
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"; did you mean {(key + '.' if key else '') + close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown config key {dotted!r}{hint} (keys of {where!r}: {', '.join(names)})")
+        kwargs[name] = convert(hints[name], value, dotted)
+    return cls(**kwargs)
+
+
+def convert(hint: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, key)
+    if hint is Any:
+        return value
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"config key {key!r} must be one of {', '.join(map(repr, args))} (got {value!r})")
+        return value
+    if origin in (types.UnionType, typing.Union):  # X | None
+        if value is None and type(None) in args:
+            return None
+        return convert(next(a for a in args if a is not type(None)), value, key)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r} must be a list (got {value!r})")
+        return [convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r} must be a table (got {value!r})")
+        return {k: convert(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key!r} must be true or false (got {value!r})")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {key!r} must be an integer (got {value!r})")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {key!r} must be a number (got {value!r})")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {key!r} must be a string (got {value!r})")
+        return value
+    raise TypeError(f"config.convert does not handle {hint!r}")  # a bug in a dataclass, not user input
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation helpers: each names the key
+
+
+def positive(value: float, key: str) -> None:
+    if not value > 0:
+        raise ConfigError(f"config key {key!r} must be > 0 (got {value})")
+
+
+def at_least(value: float, low: float, key: str) -> None:
+    if not value >= low:
+        raise ConfigError(f"config key {key!r} must be >= {low} (got {value})")
+
+
+def within(value: float, low: float, high: float, key: str) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"config key {key!r} must be within [{low}, {high}] (got {value})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing (the resolved config of every run is saved beside it, loadable with --config)
+
+
+def to_toml(config: Config | dict[str, Any]) -> str:
+    data = config.to_dict() if isinstance(config, Config) else config
+    lines: list[str] = []
+    write_table(data, [], lines)
+    return "\n".join(lines).strip() + "\n"
+
+
+def write_table(table: dict[str, Any], path: list[str], lines: list[str]) -> None:
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in table.items() if isinstance(v, dict)}
+    if path and (scalars or not tables):
+        lines += ["", f"[{'.'.join(path)}]"]
+    lines += [f"{k} = {toml_value(v)}" for k, v in scalars.items() if v is not None]
+    for k, v in tables.items():
+        write_table(v, path + [k], lines)
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")

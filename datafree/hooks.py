@@ -1,0 +1,121 @@
+"""Read a model's internals through forward hooks, so any `nn.Module` works unchanged.
+
+A `Probe` wraps a model; `probe(x, capture)` runs one forward pass and returns the logits with
+whatever internals were asked for:
+- `"bn"`: the DeepInversion/DFQ BatchNorm statistic loss, Σ_l ‖μ_l(x) − running_mean_l‖₂ +
+  ‖σ²_l(x) − running_var_l‖₂ over every BatchNorm layer;
+- `"penultimate"`: the input of the last `nn.Linear` (DAFL's activation term);
+- `"stages"`: the last activation at each spatial resolution (attention transfer);
+- `"feature"`: the output of one chosen layer (the feature discriminator).
+Hooks record nothing unless a capture asks for it, so plain forward passes cost nothing extra.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from datafree.errors import ConfigError
+
+
+@dataclass
+class Outputs:
+    logits: torch.Tensor
+    bn: torch.Tensor | None = None
+    penultimate: torch.Tensor | None = None
+    stages: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
+    feature: torch.Tensor | None = None
+
+
+class Probe:
+    """A model plus forward hooks. `model` is what gets called (the module, or its DDP or
+    torch.compile wrapper); the hooks go on `inner`, the plain module."""
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], feature_layer: str = "",
+                 inner: nn.Module | None = None) -> None:
+        self.model = model
+        inner = inner if inner is not None else model
+        self.inner = inner
+        self._capture: set[str] = set()
+        self._out: Outputs | None = None
+        self.bn_layers = [m for m in inner.modules()
+                          if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+        for m in self.bn_layers:
+            m.register_forward_hook(self._bn_hook)
+        linears = [m for m in inner.modules() if isinstance(m, nn.Linear)]
+        if linears:
+            linears[-1].register_forward_hook(self._penultimate_hook)
+        self.stage_layers = find_stage_layers(inner, input_shape) if len(input_shape) == 3 else []
+        for name in self.stage_layers:
+            inner.get_submodule(name).register_forward_hook(self._stage_hook)
+        self.feature_layer = feature_layer
+        if feature_layer:
+            try:
+                inner.get_submodule(feature_layer).register_forward_hook(self._feature_hook)
+            except AttributeError:
+                names = [n for n, _ in inner.named_modules() if n]
+                raise ConfigError(f"feature layer {feature_layer!r} not found in the model (layers: {', '.join(names[:40])})") from None
+
+    def __call__(self, x: torch.Tensor, capture: Iterable[str] = ()) -> Outputs:
+        self._capture = set(capture)
+        if "bn" in self._capture and not self.bn_layers:
+            raise ConfigError("the bn term needs a teacher with BatchNorm layers; this teacher has none")
+        self._out = Outputs(logits=torch.empty(0))
+        try:
+            self._out.logits = self.model(x)
+            return self._out
+        finally:
+            self._capture, self._out = set(), None
+
+    def _bn_hook(self, module: nn.Module, inputs: tuple[torch.Tensor], _output: torch.Tensor) -> None:
+        if "bn" not in self._capture:
+            return
+        x = inputs[0].float()
+        dims = [0] + list(range(2, x.dim()))  # every axis but the channel axis
+        mean, var = x.mean(dims), x.var(dims, unbiased=False)
+        loss = torch.linalg.vector_norm(mean - module.running_mean, 2) + torch.linalg.vector_norm(var - module.running_var, 2)
+        self._out.bn = loss if self._out.bn is None else self._out.bn + loss
+
+    def _penultimate_hook(self, _module: nn.Module, inputs: tuple[torch.Tensor], _output: torch.Tensor) -> None:
+        if "penultimate" in self._capture:
+            self._out.penultimate = inputs[0]
+
+    def _stage_hook(self, _module: nn.Module, _inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+        if "stages" in self._capture:
+            self._out.stages[tuple(output.shape[-2:])] = output
+
+    def _feature_hook(self, _module: nn.Module, _inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+        if "feature" in self._capture:
+            self._out.feature = output
+
+
+def find_stage_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
+    """Names of the modules whose output is the last 4-D activation at each spatial resolution.
+
+    Found with one dry forward pass: forward hooks fire when a module finishes, so the last
+    module to finish at a resolution is the outermost block (a "stage") ending there.
+    """
+    last_at: dict[tuple[int, int], str] = {}
+    handles = []
+
+    def record(name: str):
+        def hook(_m: nn.Module, _i: tuple, out: torch.Tensor) -> None:
+            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-2] * out.shape[-1] > 1:
+                last_at[tuple(out.shape[-2:])] = name
+        return hook
+
+    for name, module in model.named_modules():
+        if name and not isinstance(module, (nn.ReLU, nn.Identity)):  # in-place ReLUs share storage
+            handles.append(module.register_forward_hook(record(name)))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, *input_shape, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return list(dict.fromkeys(last_at.values()))

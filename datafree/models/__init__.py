@@ -1,0 +1,61 @@
+"""Registered classifiers. A factory takes `(num_classes, input_shape, **kwargs)` and returns
+an `nn.Module` mapping a batch `(N, *input_shape)` to logits `(N, num_classes)`.
+
+Families live one per file; importing this package registers them all. Any torchvision
+classifier is available as `torchvision.<name>` (random init; no weights are downloaded).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from datafree.errors import ConfigError
+from datafree.registry import Registry
+
+ModelFactory = Callable[..., nn.Module]
+MODELS: Registry[ModelFactory] = Registry("model")
+register_model = MODELS.register
+
+
+def create_model(name: str, num_classes: int, input_shape: tuple[int, ...], **kwargs) -> nn.Module:
+    """Build a registered model and check, with one dry forward pass, that it accepts
+    `input_shape` and returns `num_classes` logits."""
+    factory = MODELS.get(name)
+    try:
+        model = factory(num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"model {name!r} does not take these arguments {kwargs}: {e}") from None
+    check_model_io(model, name, num_classes, input_shape)
+    return model
+
+
+def check_model_io(model: nn.Module, name: str, num_classes: int, input_shape: tuple[int, ...]) -> None:
+    """Raise a clear error when `model` cannot map `(N, *input_shape)` to `(N, num_classes)`."""
+    was_training = model.training
+    model.eval()
+    shape = "x".join(map(str, input_shape))
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, *input_shape))
+    except (RuntimeError, AssertionError, ValueError) as e:
+        raise ConfigError(
+            f"model {name!r} does not accept inputs of shape {shape}; pick a model made for this "
+            f"input size (see `datafree models`) ({(str(e).splitlines() or [type(e).__name__])[0]})"
+        ) from None
+    finally:
+        model.train(was_training)
+    if tuple(out.shape) != (2, num_classes):
+        raise ConfigError(
+            f"model {name!r} returns outputs of shape {tuple(out.shape[1:])} for inputs of shape {shape}; "
+            f"expected {num_classes} class logits"
+        )
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# Importing the families registers them.
+from datafree.models import digits, lenet, resnet, torchvision_models, vgg, wrn  # noqa: E402,F401

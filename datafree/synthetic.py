@@ -1,0 +1,90 @@
+"""Where the student's synthetic batches come from: fresh generator samples, optionally mixed
+with a replay pool of past samples and augmented with kornia.
+
+A replay pool keeps the student from forgetting regions of input space that the generator
+visited earlier and then left (the generator keeps moving to where the student is weakest).
+Augmentation (geometric, applied in the normalised space) multiplies what each sample teaches.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from datafree.errors import ConfigError
+
+
+class ReplayPool:
+    """A fixed-size ring buffer of past synthetic samples on the training device."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.samples: torch.Tensor | None = None
+        self.count = 0  # samples ever added; the buffer holds the last `capacity`
+
+    def __len__(self) -> int:
+        return min(self.count, self.capacity)
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.detach()[: self.capacity]
+        if self.samples is None:
+            self.samples = torch.empty(self.capacity, *x.shape[1:], device=x.device, dtype=x.dtype)
+        idx = (self.count + torch.arange(len(x), device=x.device)) % self.capacity
+        self.samples[idx] = x
+        self.count += len(x)
+
+    def sample(self, n: int) -> torch.Tensor:
+        idx = torch.randint(0, len(self), (n,), device=self.samples.device)
+        return self.samples[idx]
+
+    def state_dict(self) -> dict:
+        return {"count": self.count, "samples": None if self.samples is None else self.samples[: len(self)].cpu()}
+
+    def load_state_dict(self, state: dict, device: torch.device) -> None:
+        self.count = state["count"]
+        if state["samples"] is not None:  # slot i gets back what it held when saved
+            held = state["samples"].to(device)
+            self.samples = torch.empty(self.capacity, *held.shape[1:], device=device, dtype=held.dtype)
+            self.samples[: len(held)] = held
+
+
+def build_augmentation(names: list[str], input_shape: tuple[int, ...]) -> nn.Module | None:
+    """kornia augmentations by name: shift (±12.5% translation), flip (horizontal), rotate (±15°),
+    crop (random resized crop, scale 0.6–1)."""
+    if not names:
+        return None
+    if len(input_shape) != 3:
+        raise ConfigError("generator.augment needs image inputs; set generator.augment = [] for feature vectors")
+    import kornia.augmentation as K
+
+    available = {
+        "shift": lambda: K.RandomAffine(degrees=0.0, translate=(0.125, 0.125), p=1.0),
+        "flip": lambda: K.RandomHorizontalFlip(p=0.5),
+        "rotate": lambda: K.RandomRotation(degrees=15.0, p=1.0),
+        "crop": lambda: K.RandomResizedCrop(size=tuple(input_shape[-2:]), scale=(0.6, 1.0), p=1.0),
+    }
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ConfigError(f"config key 'generator.augment': unknown augmentation {unknown[0]!r} (choose from: {', '.join(available)})")
+    return nn.Sequential(*(available[n]() for n in names))
+
+
+class SyntheticSource:
+    """Student/discriminator batches from the generator: `replay_fraction` of each batch from the
+    pool once it holds enough samples, the rest fresh; then augmentation."""
+
+    def __init__(self, generator: nn.Module, batch_size: int, pool: ReplayPool | None, replay_fraction: float,
+                 augment: nn.Module | None) -> None:
+        self.generator, self.batch_size, self.pool, self.augment = generator, batch_size, pool, augment
+        self.n_replay = int(round(batch_size * replay_fraction)) if pool else 0
+
+    @torch.no_grad()
+    def batch(self) -> tuple[torch.Tensor, int]:
+        """A batch, and how many of its samples the generator made just now."""
+        use_pool = self.pool is not None and len(self.pool) >= self.n_replay > 0
+        n_fresh = self.batch_size - self.n_replay if use_pool else self.batch_size
+        x, _ = self.generator.sample(n_fresh)
+        if self.pool is not None:
+            if use_pool:
+                x = torch.cat([x, self.pool.sample(self.n_replay)])
+            self.pool.add(x[:n_fresh])
+        return (self.augment(x) if self.augment is not None else x), n_fresh

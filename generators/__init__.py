@@ -1,0 +1,36 @@
+"""Registered generators: architectures only, no training logic.
+
+A generator maps noise (and, if conditional, class labels) to a batch in the teacher's
+*normalised* input space. `sample(n)` draws the noise itself and returns `(x, labels)`, labels
+being the requested classes of a conditional generator or None.
+Factories take `(info: DataInfo, **args)`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from datafree.registry import Registry
+
+GENERATORS: Registry[Callable[..., "Generator"]] = Registry("generator")
+register_generator = GENERATORS.register
+
+
+class Generator(nn.Module):
+    """Base class: subclasses set `nz` and `num_classes` and implement `forward(z, labels)`."""
+
+    nz: int
+    num_classes: int
+    conditional: bool = False
+
+    def sample(self, n: int, forward: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Draw noise (and classes) and generate; `forward` is this module or its DDP wrapper."""
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.nz, device=device)
+        labels = torch.randint(0, self.num_classes, (n,), device=device) if self.conditional else None
+        return (forward or self)(z, labels), labels
+
+
+from generators import dcgan, mlp  # noqa: E402,F401  (registers them)
