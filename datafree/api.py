@@ -45,7 +45,8 @@ def train_teacher(model: str = "digits_cnn", data: str = "digits", *, steps: int
     (at `output`, default `<run_dir>/teacher.pt`). Returns the model and its test accuracy."""
     cfg = make_config(config, overrides, {"teacher.name": model, "data.name": data, "method.name": "scratch",
                                           "trainer.steps": steps, "trainer.seed": seed,
-                                          "teacher.checkpoint": str(output) if output else None, "run.dir": run_dir})
+                                          "teacher.checkpoint": str(output) if output else None,
+                                          "run.dir": str(run_dir) if run_dir else None})
     return run("train-teacher", cfg, quiet=quiet)
 
 
@@ -63,7 +64,7 @@ def distill(teacher: str | Path | nn.Module, student: str | nn.Module = "digits_
     cfg = make_config(config, overrides, {
         "teacher.checkpoint": None if teacher_module is not None else str(teacher), "method.name": method,
         "student.name": None if student_module is not None else student, "data.name": data,
-        "trainer.steps": steps, "trainer.seed": seed, "run.dir": run_dir})
+        "trainer.steps": steps, "trainer.seed": seed, "run.dir": str(run_dir) if run_dir else None})
     return run("distill", cfg, teacher_module=teacher_module, student_module=student_module, quiet=quiet)
 
 
@@ -81,7 +82,7 @@ def resume(run_dir: str | Path, quiet: bool = False, teacher: nn.Module | None =
 def evaluate(model: str | Path | nn.Module, data: str | None = None, data_root: str = "data",
              batch_size: int = 1024) -> dict[str, float]:
     """Test accuracy (%) of a model checkpoint (or module, with `data`) on its data set's test split."""
-    from datafree.data import test_batches
+    from datafree.data import eval_batches
 
     if isinstance(model, nn.Module):
         if data is None:
@@ -94,7 +95,7 @@ def evaluate(model: str | Path | nn.Module, data: str | None = None, data_root: 
     net.eval()
     correct = 0
     with torch.no_grad():
-        for x, y in test_batches(dataset.test, dataset.info, batch_size, device):
+        for x, y in eval_batches(dataset.test, dataset.info, batch_size, device):
             correct += int((net(x).argmax(1) == y).sum())
     return {"accuracy": 100 * correct / len(dataset.test), "parameters": count_parameters(net)}
 

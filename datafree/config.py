@@ -38,7 +38,7 @@ class OptimConfig:
         at_least(self.warmup_steps, 0, f"{key}.warmup_steps")
         at_least(self.grad_clip, 0, f"{key}.grad_clip")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ConfigError(f"{key}.betas must be two numbers in [0, 1) (got {self.betas})")
+            raise ConfigError(f"config key '{key}.betas' must be two numbers in [0, 1) (got {self.betas})")
 
 
 @dataclass
@@ -166,6 +166,25 @@ class Config:
             section = getattr(self, f.name)
             if hasattr(section, "check"):
                 section.check(f.name)
+        self.check_names()
+
+    def check_names(self) -> None:
+        """Every name that picks a registry entry must exist (the message suggests the closest)."""
+        from datafree.data import DATASETS
+        from datafree.methods import METHODS
+        from datafree.models import MODELS
+        from discriminators import DISCRIMINATORS
+        from discriminators.losses import GAN_LOSSES
+        from generators import GENERATORS
+
+        for key, registry, name in (("method.name", METHODS, self.method.name), ("data.name", DATASETS, self.data.name),
+                                    ("student.name", MODELS, self.student.name), ("teacher.name", MODELS, self.teacher.name),
+                                    ("generator.name", GENERATORS, self.generator.name),
+                                    ("discriminator.name", DISCRIMINATORS, self.discriminator.name),
+                                    ("discriminator.loss", GAN_LOSSES, self.discriminator.loss)):
+            if name not in registry:
+                raise ConfigError(f"config key {key!r}: {registry.unknown_message(name)}")
+        METHODS.get(self.method.name).weights(self.method.terms)  # checks method.terms
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

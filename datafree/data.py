@@ -138,7 +138,7 @@ class BatchStream:
         return self.info.normalize(x), self.split.y[idx].to(self.device, non_blocking=True)
 
 
-def test_batches(split: Split, info: DataInfo, batch_size: int, device: torch.device,
+def eval_batches(split: Split, info: DataInfo, batch_size: int, device: torch.device,
                  rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The test set in order, normalised, no augmentation; under DDP each rank gets a shard."""
     indices = torch.arange(rank, len(split), world_size)

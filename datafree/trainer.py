@@ -25,7 +25,7 @@ from torch import nn
 from datafree import checkpoint, diagnostics
 from datafree.batch import Batch, Nets
 from datafree.config import Config, OptimConfig
-from datafree.data import BatchStream, Dataset, test_batches
+from datafree.data import BatchStream, Dataset, eval_batches
 from datafree.distributed import Dist, average_gradients, gather_objects, mean_across_ranks, sum_across_ranks, wrap
 from datafree.errors import ConfigError, DivergenceError
 from datafree.hooks import Probe
@@ -99,6 +99,8 @@ class Trainer:
         if needs_teacher and teacher is None:
             raise ConfigError(f"method {self.method.name!r} needs a teacher: pass --teacher teacher.pt")
         if teacher is not None:
+            if teacher is student:  # a published benchmark once did this: every adversarial term is then 0
+                raise ConfigError("the student is the teacher object; pass a separate student model")
             check_teacher(teacher, student, self.info)
             teacher = teacher.to(self.device, memory_format=self.memory_format).eval().requires_grad_(False)
         self.teacher = teacher
@@ -420,7 +422,7 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Student accuracy, teacher accuracy and their agreement on the real test set."""
         test, info, bs = self.dataset.test, self.info, self.cfg.data.test_batch_size
-        batches = lambda: test_batches(test, info, bs, self.device, self.dist.rank, self.dist.world_size)  # noqa: E731
+        batches = lambda: eval_batches(test, info, bs, self.device, self.dist.rank, self.dist.world_size)  # noqa: E731
         if self.teacher is not None and self.teacher_test_predictions is None:  # the teacher is frozen: once
             self.teacher_test_predictions = torch.cat([self.teacher(x).argmax(1) for x, _ in batches()])
         was_training = self.student.training

@@ -16,13 +16,16 @@ from generators import Generator, register_generator
 
 
 class DCGANGenerator(Generator):
-    def __init__(self, info: DataInfo, nz: int = 100, width: int = 64, conditional: bool = False) -> None:
+    def __init__(self, info: DataInfo, nz: int = 100, width: int | None = None, conditional: bool = False) -> None:
         super().__init__()
         if not info.is_image:
             raise ConfigError(f"generator 'dcgan' makes images; {info.name} has inputs of shape {info.input_shape}: use generator 'mlp'")
         channels, height, width_px = info.input_shape
         if height % 4 or width_px % 4:
             raise ConfigError(f"generator 'dcgan' needs image sides divisible by 4 (got {height}x{width_px})")
+        # Capacity comparable to the student's (polo5/ZeroShotKnowledgeTransfer#1): by default
+        # twice the image side, i.e. DFAD's 64 at 32×32 and 16 for 8×8 digits.
+        width = width or 2 * max(height, width_px)
         self.nz, self.num_classes, self.conditional = nz, info.num_classes, conditional
         self.init_hw = (height // 4, width_px // 4)
         self.register_buffer("mean", torch.tensor(info.mean).view(-1, 1, 1))
@@ -48,10 +51,10 @@ class DCGANGenerator(Generator):
 
 
 @register_generator("dcgan")
-def dcgan(info: DataInfo, nz: int = 100, width: int = 64) -> Generator:
+def dcgan(info: DataInfo, nz: int = 100, width: int | None = None) -> Generator:
     return DCGANGenerator(info, nz, width)
 
 
 @register_generator("dcgan_conditional")
-def dcgan_conditional(info: DataInfo, nz: int = 100, width: int = 64) -> Generator:
+def dcgan_conditional(info: DataInfo, nz: int = 100, width: int | None = None) -> Generator:
     return DCGANGenerator(info, nz, width, conditional=True)

@@ -1,0 +1,39 @@
+import torch
+from torch import nn
+
+from datafree.hooks import Probe, find_stage_layers
+from datafree.models import create_model
+
+
+def test_bn_loss_is_zero_when_batch_statistics_match_running_ones():
+    net = nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 2)).eval()
+    x = torch.randn(512, 3)
+    net[0].running_mean.copy_(x.mean(0))
+    net[0].running_var.copy_(x.var(0, unbiased=False))
+    probe = Probe(net, (3,))
+    assert probe(x, {"bn"}).bn.abs() < 1e-5
+    assert probe(x + 1, {"bn"}).bn > 1.0
+    assert probe(x).bn is None  # nothing recorded unless asked
+
+
+def test_bn_loss_reaches_the_input():
+    net = create_model("digits_cnn", 10, (1, 8, 8), width=4).eval().requires_grad_(False)
+    x = torch.randn(8, 1, 8, 8, requires_grad=True)
+    Probe(net, (1, 8, 8))(x, {"bn"}).bn.backward()
+    assert x.grad.abs().sum() > 0
+
+
+def test_penultimate_features_and_stages():
+    net = create_model("digits_cnn", 10, (1, 8, 8), width=4).eval()
+    assert find_stage_layers(net, (1, 8, 8)) == ["stage1", "stage2", "stage3"]
+    out = Probe(net, (1, 8, 8))(torch.randn(3, 1, 8, 8), {"penultimate", "stages"})
+    assert out.penultimate.shape == (3, 16)
+    assert torch.allclose(net.fc(out.penultimate), out.logits)
+    assert {k: v.shape[1] for k, v in out.stages.items()} == {(8, 8): 4, (4, 4): 8, (2, 2): 16}
+
+
+def test_feature_layer_and_any_module():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 16, 3))
+    probe = Probe(net, (1, 4, 4), feature_layer="0")
+    out = probe(torch.randn(2, 1, 4, 4), {"feature"})
+    assert out.feature.shape == (2, 2, 4, 4) and out.logits.shape == (2, 3)
