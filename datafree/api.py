@@ -21,7 +21,7 @@ from datafree import checkpoint
 from datafree.config import Config, from_dict, to_toml
 from datafree.data import Dataset, load_dataset
 from datafree.distributed import Dist, barrier, init_from_env
-from datafree.errors import ConfigError
+from datafree.errors import CheckpointError, ConfigError
 from datafree.methods import METHODS
 from datafree.models import count_parameters, create_model
 from datafree.monitor import Monitor
@@ -36,6 +36,7 @@ class Result:
     metrics: dict[str, float]
     run_dir: Path | None
     checkpoint: Path | None  # the saved model file
+    already_finished: bool = False  # resume() of a run that had finished: nothing was trained again
 
 
 def train_teacher(model: str = "digits_cnn", data: str = "digits", *, steps: int | None = None, seed: int | None = None,
@@ -70,11 +71,17 @@ def distill(teacher: str | Path | nn.Module, student: str | nn.Module = "digits_
 
 def resume(run_dir: str | Path, quiet: bool = False, teacher: nn.Module | None = None,
            student: nn.Module | None = None) -> Result:
-    """Continue a stopped run exactly where its latest checkpoint left it."""
+    """Continue a stopped run exactly where its latest checkpoint left it. A run that had already
+    finished is not trained again: its saved model and metrics are returned (already_finished)."""
     run_dir = Path(run_dir)
     state = checkpoint.load_latest_run(run_dir)
     cfg = from_dict(state["config"])
     command = state["notes"].get("command", "distill")
+    if state["step"] >= cfg.trainer.steps:
+        model_path, metrics_path = final_model_path(command, cfg, run_dir), run_dir / "metrics.json"
+        if model_path.is_file() and metrics_path.is_file():  # else it stopped between its last checkpoint and these
+            model = checkpoint.load_model(model_path, student).model
+            return Result(model, json.loads(metrics_path.read_text()), run_dir, model_path, already_finished=True)
     return run(command, cfg, teacher_module=teacher, student_module=student, resume_state=state,
                quiet=quiet, run_dir=run_dir)
 
@@ -116,25 +123,29 @@ def make_config(config: Config | None, overrides: dict[str, Any] | list[str] | N
 
 def run(command: str, cfg: Config, teacher_module: nn.Module | None = None, student_module: nn.Module | None = None,
         resume_state: dict[str, Any] | None = None, quiet: bool = False, run_dir: Path | None = None) -> Result:
-    """Build everything a config describes, train, save and report."""
+    """Build everything a config describes, train, save and report. `run_dir` (resume only) is an
+    existing run directory to continue in."""
     dist = init_from_env(cfg.trainer.device)
-    run_dir = run_dir or prepare_run_dir(cfg, command, dist)
     seed_everything(cfg.trainer.seed)
     dataset = load_dataset(cfg.data.name, cfg.data.root, cfg.data.download, cfg.data.image_size)
     notes: dict[str, Any] = {"command": command}
     if command == "train-teacher":
         teacher, arch_cfg = None, cfg.teacher
-        student = student_module or create_model(cfg.teacher.name, dataset.info.num_classes, dataset.info.input_shape, **cfg.teacher.args)
+        student = student_module or build_model("teacher", cfg.teacher.name, cfg.teacher.args, dataset)
         cfg = as_student_run(cfg)
     else:
         teacher = teacher_module or load_teacher(cfg, dataset, notes, resume_state)
         arch_cfg = cfg.student
-        student = student_module or create_model(cfg.student.name, dataset.info.num_classes, dataset.info.input_shape, **cfg.student.args)
+        student = student_module or build_model("student", cfg.student.name, cfg.student.args, dataset)
     arch = {"name": arch_cfg.name, "args": arch_cfg.args} if student_module is None else None
 
-    trainer = Trainer(cfg, dataset, student, teacher, run_dir, dist, notes)
+    trainer = Trainer(cfg, dataset, student, teacher, None, dist, notes)
     if resume_state is not None:
         trainer.load_state_dict(resume_state)
+    # Only now, with every input checked, does the run touch the disk: a refused run leaves nothing
+    # behind, and --overwrite never clears an old run for a new one that cannot start.
+    run_dir = run_dir or prepare_run_dir(cfg, command, dist)
+    trainer.run_dir = run_dir
     description = f"{command} {cfg.method.name}" if command == "distill" else f"{command} {arch_cfg.name}"
     monitor = Monitor(run_dir if dist.is_main else None, cfg.trainer.steps, description,
                       console=dist.is_main and not quiet, start_step=trainer.step)
@@ -154,6 +165,16 @@ def run(command: str, cfg: Config, teacher_module: nn.Module | None = None, stud
     return Result(trainer.student, metrics, run_dir, saved)
 
 
+def build_model(section: str, name: str, args: dict[str, Any], dataset: Dataset) -> nn.Module:
+    """A registered model for this data set; its class count and input shape come from the data."""
+    info = dataset.info
+    for reserved, value in (("num_classes", info.num_classes), ("input_shape", tuple(info.input_shape))):
+        if reserved in args:
+            raise ConfigError(f"config key '{section}.args.{reserved}' cannot be set: it comes from data set "
+                              f"{info.name} ({value}); remove it")
+    return create_model(name, info.num_classes, info.input_shape, **args)
+
+
 def as_student_run(cfg: Config) -> Config:
     """train-teacher trains the teacher architecture in the student's seat of the trainer."""
     raw = cfg.to_dict()
@@ -167,7 +188,13 @@ def load_teacher(cfg: Config, dataset: Dataset, notes: dict[str, Any], resume_st
         if method.name == "scratch":
             return None
         raise ConfigError(f"method {method.name!r} needs a teacher: pass --teacher teacher.pt (train one with `datafree train-teacher`)")
-    ckpt = checkpoint.load_model(cfg.teacher.checkpoint)
+    try:
+        ckpt = checkpoint.load_model(cfg.teacher.checkpoint)
+    except CheckpointError as e:
+        if resume_state is None or Path(cfg.teacher.checkpoint).exists():
+            raise
+        raise CheckpointError(f"{e}; the run being resumed reads its teacher from there (its teacher.checkpoint), "
+                              f"so resume it from the folder it was started in") from None
     t, d = ckpt.info, dataset.info
     if (t.num_classes, tuple(t.input_shape)) != (d.num_classes, tuple(d.input_shape)):
         raise ConfigError(f"teacher {cfg.teacher.checkpoint} was trained on {t.name} ({t.num_classes} classes, inputs "
@@ -175,26 +202,31 @@ def load_teacher(cfg: Config, dataset: Dataset, notes: dict[str, Any], resume_st
                           f"{tuple(d.input_shape)}; pass --data {t.name.split(':')[0]}")
     notes["teacher_digest"] = checkpoint.file_digest(cfg.teacher.checkpoint)
     if resume_state is not None and resume_state["notes"].get("teacher_digest") not in (None, notes["teacher_digest"]):
-        raise ConfigError(f"teacher file {cfg.teacher.checkpoint} changed since this run started; "
-                          f"resuming with another teacher would not continue the same run")
+        raise ConfigError(f"teacher file {cfg.teacher.checkpoint} changed since this run started, so resuming would not "
+                          f"continue the same run; put the original file back (or start a new run with this teacher)")
     return ckpt.model
+
+
+def final_model_path(command: str, cfg: Config, run_dir: Path) -> Path:
+    if command == "train-teacher":
+        return Path(cfg.teacher.checkpoint) if cfg.teacher.checkpoint else run_dir / "teacher.pt"
+    return run_dir / "student.pt"
 
 
 def save_final_model(command: str, cfg: Config, run_dir: Path, trainer: Trainer, dataset: Dataset,
                      arch: dict[str, Any] | None, metrics: dict[str, float]) -> Path:
     if command == "train-teacher":
         model_metrics = {"test_accuracy": metrics["student_accuracy"]}
-        path = Path(cfg.teacher.checkpoint) if cfg.teacher.checkpoint else run_dir / "teacher.pt"
     else:
         model_metrics = {"test_accuracy": metrics["student_accuracy"], "teacher_accuracy": metrics.get("teacher_accuracy", 0.0),
                          "agreement": metrics.get("agreement", 0.0)}
-        path = run_dir / "student.pt"
-    return checkpoint.save_model(trainer.student, dataset.info, path, arch, model_metrics)
+    return checkpoint.save_model(trainer.student, dataset.info, final_model_path(command, cfg, run_dir), arch, model_metrics)
 
 
 def prepare_run_dir(cfg: Config, command: str, dist: Dist) -> Path:
     """The run directory: refuse to reuse a non-empty one unless run.overwrite is set, and then
-    remove only the files datafree itself writes there."""
+    remove only the files datafree itself writes there. train-teacher likewise refuses to replace
+    an existing --out file without run.overwrite (and then replaces it only when done)."""
     if cfg.run.dir:
         run_dir = Path(cfg.run.dir)
     else:
@@ -208,22 +240,38 @@ def prepare_run_dir(cfg: Config, command: str, dist: Dist) -> Path:
     if dist.is_main:
         if run_dir.exists() and not run_dir.is_dir():
             raise ConfigError(f"run directory {run_dir} is a file; choose another --run-dir")
+        out = Path(cfg.teacher.checkpoint) if command == "train-teacher" and cfg.teacher.checkpoint else None
+        if out is not None and out.exists() and not cfg.run.overwrite:
+            raise ConfigError(f"teacher checkpoint {out} already exists; pass --overwrite to replace it or choose another --out")
         if run_dir.is_dir() and any(run_dir.iterdir()):
             if not cfg.run.overwrite:
                 raise ConfigError(f"run directory {run_dir} already exists; pass --resume {run_dir} to continue it "
                                   f"or --overwrite to replace it")
+            teacher = real_path(Path(cfg.teacher.checkpoint)) if command != "train-teacher" and cfg.teacher.checkpoint else None
+            if teacher is not None and any(teacher == e or e in teacher.parents for e in map(real_path, run_files(run_dir))):
+                raise ConfigError(f"--overwrite would delete {cfg.teacher.checkpoint}, the teacher this run reads; "
+                                  f"copy it elsewhere first or choose another --run-dir")
             clear_run_dir(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
     barrier(dist)
     return run_dir
 
 
+def run_files(run_dir: Path) -> list[Path]:
+    """What datafree writes in a run directory (and --overwrite removes)."""
+    return [entry for entry in run_dir.iterdir() if entry.name in RUN_FILES or entry.name.startswith("events.out.tfevents")]
+
+
+def real_path(path: Path) -> Path:
+    """`path` with its folder resolved but not a final symbolic link (deleting a link spares its target)."""
+    return path.absolute().parent.resolve() / path.name
+
+
 def clear_run_dir(run_dir: Path) -> None:
     import shutil
 
-    for entry in run_dir.iterdir():
-        if entry.name in RUN_FILES or entry.name.startswith("events.out.tfevents"):
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    for entry in run_files(run_dir):
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
 
 def hparams_of(cfg: Config, command: str) -> dict[str, Any]:

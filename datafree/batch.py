@@ -26,6 +26,11 @@ class Nets:
     discriminator: nn.Module | None = None
     gan_loss: object | None = None  # a discriminators.losses.GanLoss
 
+    def view(self, outputs: Outputs, side: str) -> torch.Tensor:
+        """What the discriminator looks at in one network's outputs. A DDP wrapper only forwards
+        `forward`, so `view` is read from the wrapped module."""
+        return getattr(self.discriminator, "module", self.discriminator).view(outputs, side)
+
 
 class Batch:
     def __init__(self, player: str, x: torch.Tensor, nets: Nets, captures: dict[str, set[str]],

@@ -12,6 +12,7 @@ Bad input is one line on stderr and exit status 2 (add --debug for the traceback
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -42,12 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("checkpoint")
     evaluate.add_argument("--data", help="data set (default: the checkpoint's)")
     evaluate.add_argument("--data-root", default="data")
-    evaluate.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    evaluate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     listing = commands.add_parser("list", help="registered names")
     listing.add_argument("what", nargs="?", default="all",
                          choices=["all", "data", "models", "methods", "terms", "generators", "discriminators", "gan-losses"])
-    listing.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    listing.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     bench = commands.add_parser("bench", help="run a benchmark suite (methods × pairs × seeds)")
     bench.add_argument("suite", help="suite name under experiments/suites/ or a path to a suite TOML")
@@ -59,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_common(p: argparse.ArgumentParser, config: bool = True) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar or console messages")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    # default=SUPPRESS: left unset unless given here, so `datafree --debug distill ...` keeps it too
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     if config:
         p.add_argument("--config", help="TOML config file (see experiments/configs/)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -96,11 +98,15 @@ def run_command(args: argparse.Namespace, command: str, mapping: dict[str, str],
     from datafree.config import load, parse_overrides
 
     if args.resume:
-        given = [name for name in ("config", "data", "steps", "seed", "run_dir", "teacher", "student", "method", "model", "out")
-                 if getattr(args, name, None)] + (["set"] if args.set else [])
+        given = [name for name in ("config", "set", "data", "data_root", "download", "steps", "seed", "device", "run_dir",
+                                   "overwrite", "teacher", "student", "method", "model", "out") if getattr(args, name, None)]
         if given:
-            raise DatafreeError(f"--resume continues the run with its own saved config; drop --{given[0].replace('_', '-')}")
+            raise DatafreeError(f"--resume continues {args.resume} exactly, with the config saved in it; drop "
+                                f"--{given[0].replace('_', '-')} (to change settings, start a new run with "
+                                f"--config {args.resume}/config.toml)")
         result = api.resume(args.resume, quiet=args.quiet)
+        if result.already_finished:
+            print(f"{command}: run {args.resume} had already finished; nothing to resume (start a new run to train more)")
     else:
         items = {**fixed, **option_overrides(args, mapping)}
         if command == "distill" and args.teacher and not args.data and not args.config:
@@ -113,6 +119,8 @@ def run_command(args: argparse.Namespace, command: str, mapping: dict[str, str],
 
 
 def report(command: str, result) -> None:
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return
     m = result.metrics
     line = f"{command}: test accuracy {m['student_accuracy']:.2f}%"
     if "teacher_accuracy" in m:
@@ -148,13 +156,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     from discriminators.losses import GAN_LOSSES
     from generators import GENERATORS
 
+    def first_line(obj: object) -> str:
+        return ((getattr(obj, "__doc__", None) or "").strip().splitlines() or [""])[0]
+
     sections = {
-        "data": [(n, (DATASETS.get(n).__doc__ or "").strip().splitlines()[0] if DATASETS.get(n).__doc__ else "") for n in DATASETS],
-        "models": [(n, "") for n in MODELS if not n.startswith("torchvision.")] + [("torchvision.<name>", "any torchvision classifier, random init")],
+        "data": [(n, first_line(DATASETS.get(n))) for n in DATASETS],
+        "models": [(n, first_line(MODELS.get(n))) for n in MODELS if not n.startswith("torchvision.")]
+                  + [("torchvision.<name>", "any torchvision classifier, random init")],
         "methods": [(n, f"[{METHODS.get(n).data} data] {METHODS.get(n).summary}") for n in METHODS],
         "terms": [(n, f"[{', '.join(TERMS.get(n).players)}] {TERMS.get(n).doc.splitlines()[0]}") for n in TERMS],
-        "generators": [(n, "") for n in GENERATORS],
-        "discriminators": [(n, "") for n in DISCRIMINATORS],
+        "generators": [(n, first_line(GENERATORS.get(n))) for n in GENERATORS],
+        "discriminators": [(n, first_line(DISCRIMINATORS.get(n))) for n in DISCRIMINATORS],
         "gan-losses": [(n, "") for n in GAN_LOSSES],
     }
     for name, rows in sections.items():
@@ -174,8 +186,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from datafree.bench import run_suite
+    from datafree.trainer import Interrupted
 
-    run_suite(args.suite, out=args.out or None, data_root=args.data_root or None, quiet=args.quiet)
+    try:
+        run_suite(args.suite, out=args.out or None, data_root=args.data_root or None, quiet=args.quiet)
+    except Interrupted as e:  # the run saved a checkpoint; the same command continues the suite from it
+        print(f"datafree: bench stopped at step {e.step} of a run (checkpoint {e.path}).\n"
+              f"Continue with the same command: datafree bench {args.suite}", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -196,7 +214,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"datafree: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a folder that cannot be written, a full disk: the environment, not a bug
+        if args.debug:
+            raise
+        print(f"datafree: error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}; "
+              f"check that the path exists and can be written", file=sys.stderr)
+        return 2
     except Interrupted as e:
+        if e.path is None and int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 saved and says so
+            return 130
         run_dir = e.path.parent.parent if e.path else "<run dir>"
         print(f"datafree: stopped at step {e.step}; checkpoint saved to {e.path}.\n"
               f"Resume with: datafree {args.command} --resume {run_dir}", file=sys.stderr)

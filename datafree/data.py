@@ -267,16 +267,19 @@ def mnist_like(cls_name: str, name: str, mean: float, std: float, root: Path, do
 
 @register_dataset("mnist")
 def mnist(root: Path, download: bool = False, **_: Any) -> Dataset:
+    """MNIST handwritten digits, padded to 32×32 (torchvision files under --data-root)."""
     return mnist_like("MNIST", "mnist", 0.1307, 0.3081, root, download)
 
 
 @register_dataset("fashion_mnist")
 def fashion_mnist(root: Path, download: bool = False, **_: Any) -> Dataset:
+    """Fashion-MNIST, padded to 32×32 (torchvision files under --data-root)."""
     return mnist_like("FashionMNIST", "fashion_mnist", 0.2860, 0.3530, root, download)
 
 
 @register_dataset("svhn")
 def svhn(root: Path, download: bool = False, **_: Any) -> Dataset:
+    """SVHN street-view digits, 32×32 colour (torchvision .mat files under --data-root)."""
     import torchvision
 
     splits = []
@@ -327,6 +330,7 @@ def cifar(name: str, tv_class: str, folder: str, train_files: list[str], label_k
 
 @register_dataset("cifar10")
 def cifar10(root: Path, download: bool = False, **_: Any) -> Dataset:
+    """CIFAR-10, 32×32 colour, 10 classes (python-format batches under --data-root)."""
     files = [f"data_batch_{i}" for i in range(1, 6)]
     return cifar("cifar10", "CIFAR10", "cifar-10-batches-py", files, "labels", 10,
                  (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), root, download)
@@ -334,14 +338,16 @@ def cifar10(root: Path, download: bool = False, **_: Any) -> Dataset:
 
 @register_dataset("cifar100")
 def cifar100(root: Path, download: bool = False, **_: Any) -> Dataset:
+    """CIFAR-100, 32×32 colour, 100 classes (python-format batches under --data-root)."""
     return cifar("cifar100", "CIFAR100", "cifar-100-python", ["train"], "fine_labels", 100,
                  (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), root, download)
 
 
 @register_dataset("imagefolder")
 def imagefolder(root: Path, image_size: int = 32, **_: Any) -> Dataset:
-    """`root/train/<class>/*` and `root/test/<class>/*` images, resized to `image_size` and
-    held in memory as uint8 (fine for small-image sets of up to ~10⁵ images)."""
+    """Your own images: root/train/<class>/* and root/test/<class>/*, resized to data.image_size.
+
+    Held in memory as uint8 (fine for small-image sets of up to ~10⁵ images)."""
     import torchvision
     from torchvision.transforms import v2
 

@@ -19,7 +19,8 @@ def class_balance(teacher_logits: torch.Tensor) -> float:
     k = teacher_logits.shape[1]
     counts = torch.bincount(teacher_logits.argmax(1), minlength=k).float()
     p = counts / counts.sum()
-    return float(-(p * p.clamp_min(1e-12).log()).sum() / math.log(k))
+    entropy = -(p * p.clamp_min(1e-12).log()).sum()
+    return max(0.0, float(entropy / math.log(k)))  # one class gives -0.0, which prints as "-0.00"
 
 
 def diversity(x: torch.Tensor) -> float:

@@ -119,3 +119,22 @@ def find_stage_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[st
         for h in handles:
             h.remove()
     return list(dict.fromkeys(last_at.values()))
+
+
+def output_shape(model: nn.Module, layer: str, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Per-sample shape of `layer`'s output, from one dry forward pass with a temporary hook."""
+    shapes: list[tuple[int, ...]] = []
+    try:
+        module = model.get_submodule(layer)
+    except AttributeError:
+        raise ConfigError(f"layer {layer!r} not found in the model") from None
+    handle = module.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape[1:])))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, *input_shape, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        handle.remove()
+    return shapes[-1]

@@ -21,7 +21,8 @@ class Monitor:
         if run_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(run_dir))
+            # A resumed run drops what the stopped one logged after its last checkpoint (no double curves).
+            self.writer = SummaryWriter(str(run_dir), purge_step=start_step + 1 if start_step else None)
         self.bar = tqdm(total=total_steps, initial=start_step, desc=description, dynamic_ncols=True,
                         disable=True if not console else None, leave=False, file=sys.stderr)
 

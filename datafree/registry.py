@@ -14,9 +14,11 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps names to objects; `@REGISTRY.register("name")` adds one."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, on_miss: Callable[[str], None] | None = None) -> None:
+        """`on_miss(name)` may register more entries when a name is not found (lazy imports)."""
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._on_miss = on_miss
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
         def add(obj: T) -> T:
@@ -32,10 +34,9 @@ class Registry(Generic[T]):
         self.register(name)(obj)
 
     def get(self, name: str) -> T:
-        try:
-            return self._entries[name]
-        except KeyError:
-            raise ConfigError(self.unknown_message(name)) from None
+        if name not in self:
+            raise ConfigError(self.unknown_message(name))
+        return self._entries[name]
 
     def unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(name, self._entries, n=1, cutoff=0.5)
@@ -47,6 +48,8 @@ class Registry(Generic[T]):
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
+        if name not in self._entries and self._on_miss is not None and isinstance(name, str):
+            self._on_miss(name)
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:

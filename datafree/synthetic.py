@@ -75,7 +75,7 @@ class SyntheticSource:
     def __init__(self, generator: nn.Module, batch_size: int, pool: ReplayPool | None, replay_fraction: float,
                  augment: nn.Module | None) -> None:
         self.generator, self.batch_size, self.pool, self.augment = generator, batch_size, pool, augment
-        self.n_replay = int(round(batch_size * replay_fraction)) if pool else 0
+        self.n_replay = int(round(batch_size * replay_fraction)) if pool is not None else 0  # (an empty pool is falsy)
 
     @torch.no_grad()
     def batch(self) -> tuple[torch.Tensor, int]:
@@ -83,6 +83,7 @@ class SyntheticSource:
         use_pool = self.pool is not None and len(self.pool) >= self.n_replay > 0
         n_fresh = self.batch_size - self.n_replay if use_pool else self.batch_size
         x, _ = self.generator.sample(n_fresh)
+        x = x.float()  # under autocast the generator answers in half precision; pool and augmentation keep fp32
         if self.pool is not None:
             if use_pool:
                 x = torch.cat([x, self.pool.sample(self.n_replay)])

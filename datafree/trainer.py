@@ -14,6 +14,7 @@ import math
 import random
 import signal
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,10 @@ from datafree import checkpoint, diagnostics
 from datafree.batch import Batch, Nets
 from datafree.config import Config, OptimConfig
 from datafree.data import BatchStream, Dataset, eval_batches
-from datafree.distributed import Dist, average_gradients, gather_objects, mean_across_ranks, sum_across_ranks, wrap
+from datafree.distributed import (Dist, any_rank, average_gradients, broadcast_buffers, gather_objects, mean_across_ranks,
+                                  sum_across_ranks, wrap)
 from datafree.errors import ConfigError, DivergenceError
-from datafree.hooks import Probe
+from datafree.hooks import Probe, find_stage_layers, output_shape
 from datafree.methods import METHODS, PLAYERS
 from datafree.methods.terms import TERMS
 from datafree.models import check_model_io, count_parameters
@@ -53,6 +55,8 @@ def pick_device(name: str, d: Dist) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"config key 'trainer.device' is {name!r} but no CUDA device is available; use 'cpu' or 'auto'")
+    if device.type == "cuda" and device.index is None and d.enabled:  # under torchrun: this process's GPU
+        device = torch.device("cuda", d.local_rank)
     return device
 
 
@@ -94,14 +98,15 @@ class Trainer:
         self.memory_format = torch.channels_last if tc.channels_last and len(shape) == 3 else torch.contiguous_format
 
         # --- networks ---------------------------------------------------------------------
-        check_model_io(student, cfg.student.name, self.info.num_classes, shape)
         needs_teacher = any(t != "ce" for p in self.players for t in self.weights[p])
         if needs_teacher and teacher is None:
             raise ConfigError(f"method {self.method.name!r} needs a teacher: pass --teacher teacher.pt")
         if teacher is not None:
             if teacher is student:  # a published benchmark once did this: every adversarial term is then 0
                 raise ConfigError("the student is the teacher object; pass a separate student model")
-            check_teacher(teacher, student, self.info)
+            check_teacher(teacher, student, self.info)  # before check_model_io: it names both class counts
+        check_model_io(student, cfg.student.name, self.info.num_classes, shape)
+        if teacher is not None:
             teacher = teacher.to(self.device, memory_format=self.memory_format).eval().requires_grad_(False)
         self.teacher = teacher
         self.student = student.to(self.device, memory_format=self.memory_format).train()
@@ -112,7 +117,9 @@ class Trainer:
         # DDP wrappers (identity in a single process); torch.compile on top if asked.
         self.student_ddp = wrap(self.student, dist, self.device)
         self.generator_ddp = wrap(self.generator, dist, self.device) if self.generator is not None else None
-        self.discriminator_ddp = wrap(self.discriminator, dist, self.device) if self.discriminator is not None else None
+        self.discriminator_ddp = (wrap(self.discriminator, dist, self.device, ignore=[
+            p for m in self.discriminator.student_side_modules() for p in m.parameters()])
+            if self.discriminator is not None else None)
         compile_ = torch.compile if tc.compile else (lambda m: m)
         feature_layers = self.feature_layers()
         self.student_probe = Probe(compile_(self.student_ddp), shape, feature_layers[1], inner=self.student)
@@ -134,6 +141,8 @@ class Trainer:
         for p in self.players:
             self.optimizers[p], self.schedulers[p] = build_optimizer(optim_cfg[p], self.params[p], tc.steps)
             self.scalers[p] = torch.amp.GradScaler(self.device.type, enabled=tc.precision == "fp16")
+        if tc.precision == "fp16":  # a scaler skips steps until it finds its scale; the scheduler need not warn
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
 
         # --- data ---------------------------------------------------------------------------
         torch.manual_seed(tc.seed + 1_000 * dist.rank)  # every rank draws its own noise
@@ -181,12 +190,8 @@ class Trainer:
         t_shape = s_shape = (self.info.num_classes,)
         if cls.uses_features:
             t_layer, s_layer = self.feature_layers()
-            x = torch.zeros(2, *self.info.input_shape, device=self.device)
-            with torch.no_grad():
-                t_shape = tuple(Probe(self.teacher, self.info.input_shape, t_layer)(x, {"feature"}).feature.shape[1:])
-                self.student.eval()
-                s_shape = tuple(Probe(self.student, self.info.input_shape, s_layer)(x, {"feature"}).feature.shape[1:])
-                self.student.train()
+            t_shape = output_shape(self.teacher, t_layer, self.info.input_shape)
+            s_shape = output_shape(self.student, s_layer, self.info.input_shape)
         try:
             discriminator = cls(self.info.num_classes, t_shape, s_shape, **dc.args)
         except TypeError as e:
@@ -201,7 +206,6 @@ class Trainer:
             return "", ""
         if not DISCRIMINATORS.get(self.cfg.discriminator.name).uses_features:
             return "", ""
-        from datafree.hooks import find_stage_layers
 
         def deepest(model: nn.Module, configured: str) -> str:
             if configured:
@@ -252,6 +256,8 @@ class Trainer:
         for owner, params in self.params.items():
             for p in params:
                 p.requires_grad_(owner == player)
+        if self.discriminator is not None:  # spectral norm's power iteration runs in its own updates only
+            self.discriminator.train(player == "discriminator")
 
     def make_batch(self, player: str) -> Batch:
         n = self.cfg.trainer.batch_size
@@ -259,6 +265,7 @@ class Trainer:
         if player == "generator":
             x, sampled = self.generator.sample(n, forward=self.generator_ddp)
             self.counters["synthetic_samples"] += n
+            x = x.float().contiguous(memory_format=self.memory_format)  # fp32 samples for the image priors
             return Batch(player, x, nets, captures, T, sampled_labels=sampled)
         if self.stream is not None:
             x, y = next(self.stream)
@@ -270,15 +277,19 @@ class Trainer:
 
     def update(self, player: str) -> dict[str, torch.Tensor]:
         self.set_trainable(player)
-        batch = self.make_batch(player)
         with self.autocast(), self.no_sync_except(player):
+            batch = self.make_batch(player)  # the generator's forward pass runs in reduced precision too
             terms = {name: weight * TERMS.get(name).fn(batch) for name, weight in self.weights[player].items()}
             total = sum(terms.values())
-        if not torch.isfinite(total.detach()):
-            bad = next((k for k, v in terms.items() if not torch.isfinite(v.detach())), "total")
+        if any_rank(~torch.isfinite(total.detach()), self.dist):  # a NaN on one rank stops them all
+            bad = next((k for k, v in terms.items() if not torch.isfinite(v.detach())), None)
+            if bad is None and torch.isfinite(total.detach()):
+                raise DivergenceError(f"step {self.step + 1}: a loss of the {player} is not finite on another process; "
+                                      f"the run stopped; {self.last_good_checkpoint()} (see that process's error)")
+            bad = bad or "total"
             raise DivergenceError(
-                f"step {self.step}: loss term {bad!r} of the {player} is {float(terms.get(bad, total)):.4g}; "
-                f"the run stopped and keeps its last good checkpoint (lower the learning rate or that term's weight)"
+                f"step {self.step + 1}: loss term {bad!r} of the {player} is {float(terms.get(bad, total).detach()):.4g}; "
+                f"the run stopped; {self.last_good_checkpoint()} (lower the learning rate or that term's weight)"
             )
         optimizer, scaler = self.optimizers[player], self.scalers[player]
         optimizer.zero_grad(set_to_none=True)
@@ -341,7 +352,7 @@ class Trainer:
                     self.evaluate()
                 if tc.checkpoint_every and self.step % tc.checkpoint_every == 0 and not last:
                     self.save_checkpoint()
-                if self.stop_signal is not None:
+                if any_rank(self.stop_signal is not None, self.dist):  # ranks may get the signal steps apart
                     raise Interrupted(self.step, self.save_checkpoint())
             metrics = self.evaluate()
             self.save_checkpoint()
@@ -397,14 +408,22 @@ class Trainer:
     def synthetic_diagnostics(self) -> dict[str, float]:
         """Class balance, diversity and agreement on one fresh synthetic batch (eval-mode student),
         histograms of the teacher's answers and, every image_every steps, a sample grid."""
-        x, _ = self.generator.sample(self.cfg.trainer.batch_size)
+        # Drawn aside from the training RNG stream, with the generator's BatchNorm statistics put
+        # back afterwards, so that how often a run logs does not change what it trains.
+        buffers = [b.clone() for b in self.generator.buffers()]
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            x, _ = self.generator.sample(self.cfg.trainer.batch_size)
+        for b, saved in zip(self.generator.buffers(), buffers):
+            b.copy_(saved)
         t_logits = self.teacher(x)
         self.student.eval()
         s_logits = self.student(x)
         self.student.train()
         balance, spread = diagnostics.class_balance(t_logits), diagnostics.diversity(x)
         counts = torch.bincount(t_logits.argmax(1), minlength=self.info.num_classes)
-        message = self.collapse.check(self.step, balance, spread, int(counts.argmax()), float(counts.max() / counts.sum()))
+        message = None
+        if self.step > self.cfg.trainer.steps // 10:  # a fresh generator is collapsed by construction: let it warm up
+            message = self.collapse.check(self.step, balance, spread, int(counts.argmax()), float(counts.max() / counts.sum()))
         if message:
             self.monitor.message(message)
             self.monitor.text(self.step, "synthetic/collapse", message)
@@ -421,6 +440,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Student accuracy, teacher accuracy and their agreement on the real test set."""
+        self.sync_buffers()  # every rank evaluates its shard with the same student
         test, info, bs = self.dataset.test, self.info, self.cfg.data.test_batch_size
         batches = lambda: eval_batches(test, info, bs, self.device, self.dist.rank, self.dist.world_size)  # noqa: E731
         if self.teacher is not None and self.teacher_test_predictions is None:  # the teacher is frozen: once
@@ -479,12 +499,15 @@ class Trainer:
             "scalers": {k: v.state_dict() for k, v in self.scalers.items()},
             "rng": gather_objects(rng, self.dist),  # one entry per rank
             "data_position": self.stream.position if self.stream is not None else 0,
-            "replay": self.pool.state_dict() if self.synthetic is not None and self.pool is not None else None,
+            "replay": gather_objects(self.pool.state_dict(), self.dist) if self.pool is not None else None,  # per rank
             "collapsed": self.collapse.collapsed,
             "last_eval": dict(self.last_eval),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["rng"]) != self.dist.world_size:
+            raise ConfigError(f"this run was saved by {len(state['rng'])} process(es) and cannot continue exactly on "
+                              f"{self.dist.world_size}; resume it with torchrun --nproc_per_node {len(state['rng'])}")
         self.step = state["step"]
         self.counters.update(state["counters"])
         nets = {"student": self.student, "generator": self.generator, "discriminator": self.discriminator}
@@ -502,11 +525,29 @@ class Trainer:
         if self.stream is not None:
             self.stream.position = state["data_position"]
         if state["replay"] is not None and self.pool is not None:
-            self.pool.load_state_dict(state["replay"], self.device)
+            self.pool.load_state_dict(state["replay"][self.dist.rank], self.device)
         self.collapse.collapsed = state["collapsed"]
         self.last_eval = dict(state["last_eval"])
 
+    def sync_buffers(self) -> None:
+        broadcast_buffers([m for m in (self.student, self.generator, self.discriminator) if m is not None], self.dist)
+
+    def last_good_checkpoint(self) -> str:
+        found = checkpoint.list_run_checkpoints(self.run_dir) if self.run_dir is not None else []
+        return f"its last good checkpoint is {found[-1]}" if found else "no checkpoint had been saved yet"
+
+    def check_finite_weights(self) -> None:
+        """A finite loss can still step into NaN weights (an Inf gradient); never save those."""
+        for player, net in (("student", self.student), ("generator", self.generator), ("discriminator", self.discriminator)):
+            for name, value in net.state_dict().items() if net is not None else ():
+                if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                    raise DivergenceError(f"step {self.step}: the {player}'s {name} holds NaN/Inf values; the run stopped "
+                                          f"without saving them; {self.last_good_checkpoint()} (lower the learning rate "
+                                          f"or set {player}.optim.grad_clip)")
+
     def save_checkpoint(self) -> Path | None:
+        self.check_finite_weights()
+        self.sync_buffers()
         state = self.state_dict()  # every rank takes part (RNG states are gathered)
         if self.run_dir is None or not self.dist.is_main:
             return None
@@ -515,15 +556,24 @@ class Trainer:
 
 def check_teacher(teacher: nn.Module, student: nn.Module, info) -> None:
     """Teacher and student must answer with the same number of classes as the data set has."""
-    def classes(net: nn.Module) -> int:
+    def classes(net: nn.Module) -> int | None:
         was_training = net.training
         net.eval()
-        with torch.no_grad():
-            out = net(torch.zeros(2, *info.input_shape, device=next(net.parameters()).device))
-        net.train(was_training)
-        return out.shape[1]
+        try:
+            with torch.no_grad():
+                out = net(torch.zeros(2, *info.input_shape, device=next(net.parameters()).device))
+        except (RuntimeError, AssertionError, ValueError):
+            return None  # it does not take these inputs: check_model_io says so
+        finally:
+            net.train(was_training)
+        return out.shape[1] if out.dim() == 2 else None
 
     t_classes, s_classes = classes(teacher), classes(student)
+    if t_classes is None:
+        raise ConfigError(f"the teacher does not map inputs of shape {tuple(info.input_shape)} to class logits; "
+                          f"use the data set the teacher was trained on")
+    if s_classes is None:
+        return  # check_model_io explains what is wrong with the student
     if t_classes != s_classes:
         raise ConfigError(f"the teacher predicts {t_classes} classes but the student {s_classes}; "
                           f"build the student for {t_classes} classes")

@@ -18,6 +18,8 @@ from discriminators import Discriminator, register_discriminator
 
 @register_discriminator("feature")
 class FeatureDiscriminator(Discriminator):
+    """Conv discriminator over an intermediate feature map, with a student-side adapter."""
+
     uses_features = True
 
     def __init__(self, num_classes: int, teacher_shape: tuple[int, ...], student_shape: tuple[int, ...],

@@ -25,6 +25,8 @@ def mlp_trunk(num_inputs: int, hidden: list[int]) -> tuple[nn.Sequential, int]:
 
 @register_discriminator("logit")
 class LogitDiscriminator(Discriminator):
+    """MLP over softened class probabilities (student vs teacher answers)."""
+
     def __init__(self, num_classes: int, teacher_shape=None, student_shape=None,
                  hidden: list[int] | tuple[int, ...] = (128, 64), temperature: float = 1.0, use_probs: bool = True) -> None:
         super().__init__()
@@ -42,6 +44,8 @@ class LogitDiscriminator(Discriminator):
 
 @register_discriminator("conditional")
 class ConditionalDiscriminator(LogitDiscriminator):
+    """Logit discriminator with a projection on the class label."""
+
     def __init__(self, num_classes: int, teacher_shape=None, student_shape=None,
                  hidden: list[int] | tuple[int, ...] = (128, 64), temperature: float = 1.0, use_probs: bool = True) -> None:
         super().__init__(num_classes, teacher_shape, student_shape, hidden, temperature, use_probs)

@@ -12,10 +12,16 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from datafree.errors import ConfigError
 from datafree.registry import Registry
 
 GENERATORS: Registry[Callable[..., "Generator"]] = Registry("generator")
 register_generator = GENERATORS.register
+
+
+def check_noise_size(name: str, nz: int) -> None:
+    if not isinstance(nz, int) or nz <= 0:
+        raise ConfigError(f"config key 'generator.args.nz' must be a positive integer for generator {name!r} (got {nz!r})")
 
 
 class Generator(nn.Module):

@@ -12,12 +12,13 @@ from torch import nn
 
 from datafree.data import DataInfo
 from datafree.errors import ConfigError
-from generators import Generator, register_generator
+from generators import Generator, check_noise_size, register_generator
 
 
 class DCGANGenerator(Generator):
     def __init__(self, info: DataInfo, nz: int = 100, width: int | None = None, conditional: bool = False) -> None:
         super().__init__()
+        check_noise_size('dcgan', nz)
         if not info.is_image:
             raise ConfigError(f"generator 'dcgan' makes images; {info.name} has inputs of shape {info.input_shape}: use generator 'mlp'")
         channels, height, width_px = info.input_shape
@@ -52,9 +53,11 @@ class DCGANGenerator(Generator):
 
 @register_generator("dcgan")
 def dcgan(info: DataInfo, nz: int = 100, width: int | None = None) -> Generator:
+    """DCGAN-style image generator (DFAD/DAFL/DFQ/CMI), output in the normalised input space."""
     return DCGANGenerator(info, nz, width)
 
 
 @register_generator("dcgan_conditional")
 def dcgan_conditional(info: DataInfo, nz: int = 100, width: int | None = None) -> Generator:
+    """The DCGAN generator with a class embedding: asked for a class, it makes one."""
     return DCGANGenerator(info, nz, width, conditional=True)

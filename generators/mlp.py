@@ -12,13 +12,14 @@ import torch
 from torch import nn
 
 from datafree.data import DataInfo
-from generators import Generator, register_generator
+from generators import Generator, check_noise_size, register_generator
 
 
 class MLPGenerator(Generator):
     def __init__(self, info: DataInfo, nz: int = 64, hidden: list[int] | tuple[int, ...] = (128, 128),
                  conditional: bool = False) -> None:
         super().__init__()
+        check_noise_size('mlp', nz)
         self.nz, self.num_classes, self.conditional = nz, info.num_classes, conditional
         self.output_shape = tuple(info.input_shape)
         if conditional:
@@ -40,9 +41,11 @@ class MLPGenerator(Generator):
 
 @register_generator("mlp")
 def mlp(info: DataInfo, nz: int = 64, hidden: list[int] | tuple[int, ...] = (128, 128)) -> Generator:
+    """MLP generator for feature-vector teachers (standardised outputs)."""
     return MLPGenerator(info, nz, hidden)
 
 
 @register_generator("mlp_conditional")
 def mlp_conditional(info: DataInfo, nz: int = 64, hidden: list[int] | tuple[int, ...] = (128, 128)) -> Generator:
+    """The MLP generator with a class embedding."""
     return MLPGenerator(info, nz, hidden, conditional=True)

@@ -131,10 +131,10 @@ def l2(b: Batch) -> torch.Tensor:
 def gan(b: Batch) -> torch.Tensor:
     """Discriminator: tell teacher outputs (real) from student outputs (fake). Student: fool it."""
     d, loss = b.nets.discriminator, b.nets.gan_loss
-    fake = d(d.view(b.student, "student"), b.labels)
+    fake = d(b.nets.view(b.student, "student"), b.labels)
     if b.player == "student":
         return loss.generator(fake)
-    real = d(d.view(b.teacher, "teacher"), b.labels)
+    real = d(b.nets.view(b.teacher, "teacher"), b.labels)
     b.diagnostics["disc/acc_teacher"] = (real.detach() > loss.threshold).float().mean()
     b.diagnostics["disc/acc_student"] = (fake.detach() <= loss.threshold).float().mean()
     return loss.discriminator(real, fake)
@@ -144,7 +144,7 @@ def gan(b: Batch) -> torch.Tensor:
 def r1_penalty(b: Batch) -> torch.Tensor:
     """R1: ½‖∇ D(teacher output)‖² (Mescheder et al. 2018), keeps the discriminator smooth."""
     d = b.nets.discriminator
-    real = d.view(b.teacher, "teacher").detach().requires_grad_(True)
+    real = b.nets.view(b.teacher, "teacher").detach().requires_grad_(True)
     with torch.enable_grad():
         (grad,) = torch.autograd.grad(d(real, b.labels).sum(), real, create_graph=True)
     return 0.5 * grad.pow(2).flatten(1).sum(1).mean()

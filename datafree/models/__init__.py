@@ -15,7 +15,15 @@ from datafree.errors import ConfigError
 from datafree.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
-MODELS: Registry[ModelFactory] = Registry("model")
+
+
+def register_torchvision_models(name: str) -> None:
+    """torchvision takes ~1 s to import: register its classifiers only when one is asked for."""
+    if name.startswith("torchvision."):
+        import datafree.models.torchvision_models  # noqa: F401
+
+
+MODELS: Registry[ModelFactory] = Registry("model", on_miss=register_torchvision_models)
 register_model = MODELS.register
 
 
@@ -58,4 +66,4 @@ def count_parameters(model: nn.Module) -> int:
 
 
 # Importing the families registers them.
-from datafree.models import digits, lenet, resnet, torchvision_models, vgg, wrn  # noqa: E402,F401
+from datafree.models import digits, lenet, resnet, vgg, wrn  # noqa: E402,F401

@@ -59,9 +59,11 @@ class LeNet5(nn.Module):
 
 @register_model("lenet5")
 def lenet5(num_classes: int, input_shape: tuple[int, ...], **kwargs) -> nn.Module:
+    """LeNet-5 (LeCun et al. 1998) for 32×32 inputs: the MNIST teacher of DAFL/DFAD."""
     return LeNet5(num_classes, input_shape, widths=(6, 16, 120, 84), name="lenet5", **kwargs)
 
 
 @register_model("lenet5_half")
 def lenet5_half(num_classes: int, input_shape: tuple[int, ...], **kwargs) -> nn.Module:
+    """LeNet-5 with every width halved: the MNIST student of DAFL/DFAD."""
     return LeNet5(num_classes, input_shape, widths=(3, 8, 60, 42), name="lenet5_half", **kwargs)

@@ -78,9 +78,11 @@ class CifarResNet(nn.Module):
 
 @register_model("resnet18")
 def resnet18(num_classes: int, input_shape: tuple[int, ...], **kwargs) -> nn.Module:
+    """CIFAR ResNet-18 (3×3 stem, no max-pool), 11.2M parameters."""
     return CifarResNet((2, 2, 2, 2), num_classes, in_channels=input_shape[0], **kwargs)
 
 
 @register_model("resnet34")
 def resnet34(num_classes: int, input_shape: tuple[int, ...], **kwargs) -> nn.Module:
+    """CIFAR ResNet-34 (3×3 stem, no max-pool), 21.3M parameters."""
     return CifarResNet((3, 4, 6, 3), num_classes, in_channels=input_shape[0], **kwargs)

@@ -47,4 +47,5 @@ class CifarVGG(nn.Module):
 
 @register_model("vgg11_bn")
 def vgg11_bn(num_classes: int, input_shape: tuple[int, ...], **kwargs) -> nn.Module:
+    """VGG-11 with BatchNorm for CIFAR, 9.2M parameters."""
     return CifarVGG(VGG11, num_classes, in_channels=input_shape[0], **kwargs)

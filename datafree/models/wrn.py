@@ -85,19 +85,23 @@ def wide_resnet(
 
 @register_model("wrn16_1")
 def wrn16_1(num_classes: int, input_shape: tuple[int, ...], **kwargs) -> nn.Module:
+    """Wide ResNet 16-1, 0.18M parameters."""
     return wide_resnet(16, 1, num_classes, input_shape, **kwargs)
 
 
 @register_model("wrn16_2")
 def wrn16_2(num_classes: int, input_shape: tuple[int, ...], **kwargs) -> nn.Module:
+    """Wide ResNet 16-2, 0.69M parameters."""
     return wide_resnet(16, 2, num_classes, input_shape, **kwargs)
 
 
 @register_model("wrn40_1")
 def wrn40_1(num_classes: int, input_shape: tuple[int, ...], **kwargs) -> nn.Module:
+    """Wide ResNet 40-1, 0.56M parameters."""
     return wide_resnet(40, 1, num_classes, input_shape, **kwargs)
 
 
 @register_model("wrn40_2")
 def wrn40_2(num_classes: int, input_shape: tuple[int, ...], **kwargs) -> nn.Module:
+    """Wide ResNet 40-2, 2.2M parameters."""
     return wide_resnet(40, 2, num_classes, input_shape, **kwargs)
