@@ -124,8 +124,8 @@ class MethodConfig:
 
 @dataclass
 class TrainerConfig:
-    steps: int = 1000  # outer iterations; each runs g_steps, d_steps and s_steps updates
-    batch_size: int = 128
+    steps: int = 2000  # outer iterations; each runs g_steps, d_steps and s_steps updates
+    batch_size: int = 64
     g_steps: int = 1
     d_steps: int = 1
     s_steps: int = 1

@@ -25,20 +25,22 @@ from torch import nn
 
 from datafree import checkpoint, diagnostics
 from datafree.batch import Batch, Nets
+from datafree.build import (build_discriminator, build_generator, check_attention, check_teacher, feature_layers,
+                            term_captures)
 from datafree.config import Config, OptimConfig
 from datafree.data import BatchStream, Dataset, eval_batches
-from datafree.distributed import (Dist, any_rank, average_gradients, broadcast_buffers, gather_objects, mean_across_ranks,
+from datafree.distributed import (Dist, any_rank, average_gradients, broadcast_buffers, gather_objects,
+                                  mean_across_ranks,
                                   sum_across_ranks, wrap)
 from datafree.errors import ConfigError, DivergenceError
-from datafree.hooks import Probe, find_stage_layers, output_shape
+from datafree.hooks import Probe
 from datafree.methods import METHODS, PLAYERS
 from datafree.methods.terms import TERMS
 from datafree.models import check_model_io, count_parameters
 from datafree.monitor import Monitor
 from datafree.synthetic import ReplayPool, SyntheticSource, build_augmentation
-from discriminators import DISCRIMINATORS, apply_spectral_norm
+from discriminators import DISCRIMINATORS
 from discriminators.losses import GAN_LOSSES
-from generators import GENERATORS
 
 
 class Interrupted(Exception):
@@ -102,16 +104,18 @@ class Trainer:
         if needs_teacher and teacher is None:
             raise ConfigError(f"method {self.method.name!r} needs a teacher: pass --teacher teacher.pt")
         if teacher is not None:
-            if teacher is student:  # a published benchmark once did this: every adversarial term is then 0
-                raise ConfigError("the student is the teacher object; pass a separate student model")
             check_teacher(teacher, student, self.info)  # before check_model_io: it names both class counts
         check_model_io(student, cfg.student.name, self.info.num_classes, shape)
         if teacher is not None:
             teacher = teacher.to(self.device, memory_format=self.memory_format).eval().requires_grad_(False)
         self.teacher = teacher
         self.student = student.to(self.device, memory_format=self.memory_format).train()
-        self.generator = self.build_generator() if self.method.data == "synthetic" else None
-        self.discriminator = self.build_discriminator() if "discriminator" in self.players else None
+        self.generator = (build_generator(cfg.generator, self.info, self.device, self.memory_format)
+                          if self.method.data == "synthetic" else None)
+        uses_features = "discriminator" in self.players and DISCRIMINATORS.get(cfg.discriminator.name).uses_features
+        layers = feature_layers(cfg.discriminator, self.teacher, self.student, self.info) if uses_features else ("", "")
+        self.discriminator = (build_discriminator(cfg.discriminator, self.info, self.teacher, self.student, layers,
+                                                  self.device) if "discriminator" in self.players else None)
         self.gan_loss = GAN_LOSSES.get(cfg.discriminator.loss) if self.discriminator is not None else None
 
         # DDP wrappers (identity in a single process); torch.compile on top if asked.
@@ -121,11 +125,12 @@ class Trainer:
             p for m in self.discriminator.student_side_modules() for p in m.parameters()])
             if self.discriminator is not None else None)
         compile_ = torch.compile if tc.compile else (lambda m: m)
-        feature_layers = self.feature_layers()
-        self.student_probe = Probe(compile_(self.student_ddp), shape, feature_layers[1], inner=self.student)
-        self.teacher_probe = (Probe(compile_(self.teacher), shape, feature_layers[0], inner=self.teacher)
+        self.student_probe = Probe(compile_(self.student_ddp), shape, layers[1], inner=self.student)
+        self.teacher_probe = (Probe(compile_(self.teacher), shape, layers[0], inner=self.teacher)
                               if self.teacher is not None else None)
-        self.check_terms()
+        self.captures = term_captures({p: self.weights[p] for p in self.players}, self.info, self.discriminator)
+        if "stages" in self.captures["student"]["student"]:
+            check_attention(self.teacher_probe, self.student_probe, self.info, self.device)
 
         # --- one optimizer (and scheduler, and fp16 scaler) per player ----------------------
         adapter_params = [p for m in (self.discriminator.student_side_modules() if self.discriminator else []) for p in m.parameters()]
@@ -166,84 +171,6 @@ class Trainer:
         self.last_eval: dict[str, float] = {}
         self.stop_signal: int | None = None
         self.monitor: Monitor | None = None
-
-    # ------------------------------------------------------------------------------------------
-    # Set-up helpers
-
-    def build_generator(self) -> nn.Module:
-        gc = self.cfg.generator
-        try:
-            generator = GENERATORS.get(gc.name)(self.info, **gc.args)
-        except TypeError as e:
-            raise ConfigError(f"generator {gc.name!r} does not take these arguments {gc.args}: {e}") from None
-        generator = generator.to(self.device, memory_format=self.memory_format).train()
-        with torch.no_grad():
-            x, _ = generator.sample(2)
-            if tuple(x.shape[1:]) != tuple(self.info.input_shape):
-                raise ConfigError(f"generator {gc.name!r} makes samples of shape {tuple(x.shape[1:])}, but the teacher "
-                                  f"takes {tuple(self.info.input_shape)}; pick a generator for this input")
-        return generator
-
-    def build_discriminator(self) -> nn.Module:
-        dc = self.cfg.discriminator
-        cls = DISCRIMINATORS.get(dc.name)
-        t_shape = s_shape = (self.info.num_classes,)
-        if cls.uses_features:
-            t_layer, s_layer = self.feature_layers()
-            t_shape = output_shape(self.teacher, t_layer, self.info.input_shape)
-            s_shape = output_shape(self.student, s_layer, self.info.input_shape)
-        try:
-            discriminator = cls(self.info.num_classes, t_shape, s_shape, **dc.args)
-        except TypeError as e:
-            raise ConfigError(f"discriminator {dc.name!r} does not take these arguments {dc.args}: {e}") from None
-        if dc.spectral_norm:
-            apply_spectral_norm(discriminator.net if hasattr(discriminator, "net") else discriminator)
-        return discriminator.to(self.device)
-
-    def feature_layers(self) -> tuple[str, str]:
-        """Layers the feature discriminator reads: configured, or each network's deepest feature map."""
-        if self.cfg.discriminator.name not in DISCRIMINATORS or "discriminator" not in self.players:
-            return "", ""
-        if not DISCRIMINATORS.get(self.cfg.discriminator.name).uses_features:
-            return "", ""
-
-        def deepest(model: nn.Module, configured: str) -> str:
-            if configured:
-                return configured
-            stages = find_stage_layers(model, self.info.input_shape) if self.info.is_image else []
-            if not stages:
-                raise ConfigError("discriminator 'feature' found no convolutional feature map; set "
-                                  "discriminator.teacher_layer / student_layer or use discriminator 'logit'")
-            return stages[-1]
-
-        dc = self.cfg.discriminator
-        return deepest(self.teacher, dc.teacher_layer), deepest(self.student, dc.student_layer)
-
-    def check_terms(self) -> None:
-        """Fail at start-up, with the term's name, when a term cannot work with these networks."""
-        self.captures: dict[str, dict[str, set[str]]] = {}
-        for player in self.players:
-            captures: dict[str, set[str]] = {"teacher": set(), "student": set()}
-            for name in self.weights[player]:
-                for need in TERMS.get(name).needs:
-                    if need == "image" and not self.info.is_image:
-                        raise ConfigError(f"loss term {name!r} needs image inputs; {self.info.name} has feature vectors")
-                    elif need == "features":
-                        if self.discriminator is not None and self.discriminator.uses_features:
-                            captures["teacher"].add("feature")
-                            captures["student"].add("feature")
-                    elif need != "image":
-                        net, what = need.split(".")
-                        captures[net].add(what)
-            self.captures[player] = captures
-        if "stages" in self.captures.get("student", {}).get("student", set()):
-            x = torch.zeros(2, *self.info.input_shape, device=self.device)
-            with torch.no_grad():
-                self.student.eval()
-                shared = set(self.teacher_probe(x, {"stages"}).stages) & set(self.student_probe(x, {"stages"}).stages)
-                self.student.train()
-            if not shared:
-                raise ConfigError("loss term 'at' needs teacher and student feature maps of a common resolution; these have none")
 
     # ------------------------------------------------------------------------------------------
     # One update of one player
@@ -552,34 +479,6 @@ class Trainer:
         if self.run_dir is None or not self.dist.is_main:
             return None
         return checkpoint.save_run(state, self.run_dir, self.step, self.cfg.trainer.keep_checkpoints)
-
-
-def check_teacher(teacher: nn.Module, student: nn.Module, info) -> None:
-    """Teacher and student must answer with the same number of classes as the data set has."""
-    def classes(net: nn.Module) -> int | None:
-        was_training = net.training
-        net.eval()
-        try:
-            with torch.no_grad():
-                out = net(torch.zeros(2, *info.input_shape, device=next(net.parameters()).device))
-        except (RuntimeError, AssertionError, ValueError):
-            return None  # it does not take these inputs: check_model_io says so
-        finally:
-            net.train(was_training)
-        return out.shape[1] if out.dim() == 2 else None
-
-    t_classes, s_classes = classes(teacher), classes(student)
-    if t_classes is None:
-        raise ConfigError(f"the teacher does not map inputs of shape {tuple(info.input_shape)} to class logits; "
-                          f"use the data set the teacher was trained on")
-    if s_classes is None:
-        return  # check_model_io explains what is wrong with the student
-    if t_classes != s_classes:
-        raise ConfigError(f"the teacher predicts {t_classes} classes but the student {s_classes}; "
-                          f"build the student for {t_classes} classes")
-    if t_classes != info.num_classes:
-        raise ConfigError(f"the teacher predicts {t_classes} classes but data set {info.name} has {info.num_classes}; "
-                          f"use the data set the teacher was trained on")
 
 
 def sample_grid(images: torch.Tensor) -> torch.Tensor:

@@ -99,8 +99,9 @@ def test_every_suite_loads_with_all_its_configs():
     for suite in sorted((EXPERIMENTS / "suites").glob("*.toml")):
         spec = load_suite(suite)
         assert spec.runs and spec.teachers
-    digits = load_suite("digits")
-    assert len(digits.runs) == (10 + 5) * 3
+    assert len(load_suite("digits").runs) == 9 * 3  # every method but gankd_datafree, 3 seeds
+    assert len(load_suite("digits_gap").runs) == 5 * 3
+    assert len(load_suite("digits_gankd").runs) == (3 + 3 * 2) * 3
 
 
 # ---------------------------------------------------------------------------------------------

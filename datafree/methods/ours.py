@@ -9,7 +9,7 @@ from datafree.methods import Method, register_method
 
 OURS_GENERATOR_TERMS = {"adv_dkl": 1.0, "bn": 1.0, "oh": 1.0, "balance": 5.0}
 OURS_SYNTHETIC_DEFAULTS = {
-    "trainer.g_steps": 1, "trainer.s_steps": 5, "method.temperature": 4.0,
+    "trainer.g_steps": 1, "trainer.s_steps": 5, "method.temperature": 20.0,
     "generator.replay_size": 8192, "generator.replay_fraction": 0.5, "generator.augment": ["shift"],
 }
 
