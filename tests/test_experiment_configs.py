@@ -101,7 +101,7 @@ def test_every_suite_loads_with_all_its_configs():
         assert spec.runs and spec.teachers
     assert len(load_suite("digits").runs) == 9 * 3  # every method but gankd_datafree, 3 seeds
     assert len(load_suite("digits_gap").runs) == 5 * 3
-    assert len(load_suite("digits_gankd").runs) == (3 + 3 * 2) * 3
+    assert len(load_suite("digits_gankd").runs) == (3 + 2 + 1 + 1) * 3
 
 
 # ---------------------------------------------------------------------------------------------
