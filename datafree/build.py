@@ -14,6 +14,7 @@ from datafree.data import DataInfo
 from datafree.errors import ConfigError
 from datafree.hooks import Probe, find_stage_layers, output_shape
 from datafree.methods.terms import TERMS
+from datafree.models import dry_forward, eval_mode
 from discriminators import DISCRIMINATORS, Discriminator, apply_spectral_norm
 from generators import GENERATORS, Generator
 
@@ -21,15 +22,10 @@ from generators import GENERATORS, Generator
 def check_teacher(teacher: nn.Module, student: nn.Module, info: DataInfo) -> None:
     """Teacher and student must answer with the same number of classes as the data set has."""
     def classes(net: nn.Module) -> int | None:
-        was_training = net.training
-        net.eval()
         try:
-            with torch.no_grad():
-                out = net(torch.zeros(2, *info.input_shape, device=next(net.parameters()).device))
+            out = dry_forward(net, info.input_shape)
         except (RuntimeError, AssertionError, ValueError):
             return None  # it does not take these inputs: check_model_io says so
-        finally:
-            net.train(was_training)
         return out.shape[1] if out.dim() == 2 else None
 
     if teacher is student:  # a published benchmark once did this: every adversarial term is then 0
@@ -119,10 +115,7 @@ def term_captures(weights: dict[str, dict[str, float]], info: DataInfo,
 def check_attention(teacher: Probe, student: Probe, info: DataInfo, device: torch.device) -> None:
     """The 'at' term compares feature maps of equal resolution: there must be at least one."""
     x = torch.zeros(2, *info.input_shape, device=device)
-    was_training = student.inner.training
-    student.inner.eval()
-    with torch.no_grad():
+    with eval_mode(student.inner):
         shared = set(teacher(x, {"stages"}).stages) & set(student(x, {"stages"}).stages)
-    student.inner.train(was_training)
     if not shared:
         raise ConfigError("loss term 'at' needs teacher and student feature maps of a common resolution; these have none")

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from datafree.errors import ConfigError
+from datafree.models import dry_forward
 
 
 @dataclass
@@ -109,13 +110,9 @@ def find_stage_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[st
     for name, module in model.named_modules():
         if name and not isinstance(module, (nn.ReLU, nn.Identity)):  # in-place ReLUs share storage
             handles.append(module.register_forward_hook(record(name)))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
-            model(torch.zeros(2, *input_shape, device=next(model.parameters()).device))
+        dry_forward(model, input_shape)
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     return list(dict.fromkeys(last_at.values()))
@@ -129,12 +126,8 @@ def output_shape(model: nn.Module, layer: str, input_shape: tuple[int, ...]) -> 
     except AttributeError:
         raise ConfigError(f"layer {layer!r} not found in the model") from None
     handle = module.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape[1:])))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
-            model(torch.zeros(2, *input_shape, device=next(model.parameters()).device))
+        dry_forward(model, input_shape)
     finally:
-        model.train(was_training)
         handle.remove()
     return shapes[-1]

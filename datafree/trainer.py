@@ -36,7 +36,7 @@ from datafree.errors import ConfigError, DivergenceError
 from datafree.hooks import Probe
 from datafree.methods import METHODS, PLAYERS
 from datafree.methods.terms import TERMS
-from datafree.models import check_model_io, count_parameters
+from datafree.models import check_model_io, count_parameters, eval_mode
 from datafree.monitor import Monitor
 from datafree.synthetic import ReplayPool, SyntheticSource, build_augmentation
 from discriminators import DISCRIMINATORS
@@ -343,9 +343,8 @@ class Trainer:
         for b, saved in zip(self.generator.buffers(), buffers):
             b.copy_(saved)
         t_logits = self.teacher(x)
-        self.student.eval()
-        s_logits = self.student(x)
-        self.student.train()
+        with eval_mode(self.student):
+            s_logits = self.student(x)
         balance, spread = diagnostics.class_balance(t_logits), diagnostics.diversity(x)
         counts = torch.bincount(t_logits.argmax(1), minlength=self.info.num_classes)
         message = None
@@ -372,18 +371,16 @@ class Trainer:
         batches = lambda: eval_batches(test, info, bs, self.device, self.dist.rank, self.dist.world_size)  # noqa: E731
         if self.teacher is not None and self.teacher_test_predictions is None:  # the teacher is frozen: once
             self.teacher_test_predictions = torch.cat([self.teacher(x).argmax(1) for x, _ in batches()])
-        was_training = self.student.training
-        self.student.eval()
         correct = agree = teacher_correct = total = 0
-        for x, y in batches():
-            s_pred = self.student(x.contiguous(memory_format=self.memory_format)).argmax(1)
-            correct += int((s_pred == y).sum())
-            if self.teacher is not None:
-                t_pred = self.teacher_test_predictions[total: total + len(y)]
-                agree += int((s_pred == t_pred).sum())
-                teacher_correct += int((t_pred == y).sum())
-            total += len(y)
-        self.student.train(was_training)
+        with eval_mode(self.student):
+            for x, y in batches():
+                s_pred = self.student(x.contiguous(memory_format=self.memory_format)).argmax(1)
+                correct += int((s_pred == y).sum())
+                if self.teacher is not None:
+                    t_pred = self.teacher_test_predictions[total: total + len(y)]
+                    agree += int((s_pred == t_pred).sum())
+                    teacher_correct += int((t_pred == y).sum())
+                total += len(y)
         counts = sum_across_ranks(torch.tensor([correct, agree, teacher_correct, total], dtype=torch.float64), self.dist).tolist()
         correct, agree, teacher_correct, total = counts
         metrics = {"student_accuracy": 100 * correct / total}

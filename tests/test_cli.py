@@ -25,7 +25,7 @@ def test_train_teacher_then_distill_then_evaluate(tmp_path, monkeypatch, capsys)
         assert main(["distill", "--teacher", "teacher.pt", "--method", method, "--run-dir", method,
                      "--set", "student.args.width=4", *TINY]) == 0
         out = capsys.readouterr().out
-        assert f"distill: test accuracy" in out and "(teacher " in out and "agreement" in out
+        assert "distill: test accuracy" in out and "(teacher " in out and "agreement" in out
         run = tmp_path / method
         assert {"config.toml", "metrics.json", "student.pt", "checkpoints"} <= {p.name for p in run.iterdir()}
         assert any(p.name.startswith("events.out.tfevents") for p in run.iterdir())

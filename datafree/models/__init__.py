@@ -6,7 +6,8 @@ classifier is available as `torchvision.<name>` (random init; no weights are dow
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -39,21 +40,36 @@ def create_model(name: str, num_classes: int, input_shape: tuple[int, ...], **kw
     return model
 
 
-def check_model_io(model: nn.Module, name: str, num_classes: int, input_shape: tuple[int, ...]) -> None:
-    """Raise a clear error when `model` cannot map `(N, *input_shape)` to `(N, num_classes)`."""
-    was_training = model.training
-    model.eval()
-    shape = "x".join(map(str, input_shape))
+@contextlib.contextmanager
+def eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Eval mode and no autograd for a look at the models; each gets its own mode back after."""
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
     try:
         with torch.no_grad():
-            out = model(torch.zeros(2, *input_shape))
+            yield
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)
+
+
+def dry_forward(model: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
+    """The model's output for a batch of two zero inputs (in eval mode, without autograd)."""
+    with eval_mode(model):
+        return model(torch.zeros(2, *input_shape, device=next(model.parameters()).device))
+
+
+def check_model_io(model: nn.Module, name: str, num_classes: int, input_shape: tuple[int, ...]) -> None:
+    """Raise a clear error when `model` cannot map `(N, *input_shape)` to `(N, num_classes)`."""
+    shape = "x".join(map(str, input_shape))
+    try:
+        out = dry_forward(model, input_shape)
     except (RuntimeError, AssertionError, ValueError) as e:
         raise ConfigError(
             f"model {name!r} does not accept inputs of shape {shape}; pick a model made for this "
-            f"input size (see `datafree models`) ({(str(e).splitlines() or [type(e).__name__])[0]})"
+            f"input size (see `datafree list models`) ({(str(e).splitlines() or [type(e).__name__])[0]})"
         ) from None
-    finally:
-        model.train(was_training)
     if tuple(out.shape) != (2, num_classes):
         raise ConfigError(
             f"model {name!r} returns outputs of shape {tuple(out.shape[1:])} for inputs of shape {shape}; "
