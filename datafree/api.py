@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,10 @@ from datafree.models import count_parameters, create_model
 from datafree.monitor import Monitor
 from datafree.trainer import Trainer
 
-RUN_FILES = ("config.toml", "metrics.json", "student.pt", "teacher.pt", "checkpoints")
+RUN_FILES = ("config.toml", "metrics.json", "student.pt", "teacher.pt")
+# Inside checkpoints/ (which may hold other files, e.g. checkpoints/teachers/ with --run-dir .) only
+# the run checkpoints of datafree.checkpoint and the temporary files of their interrupted writes.
+RUN_CHECKPOINT = re.compile(r"step_\d{8}\.pt|\.step_\d{8}\.pt\.tmp")
 
 
 @dataclass
@@ -39,11 +43,15 @@ class Result:
     already_finished: bool = False  # resume() of a run that had finished: nothing was trained again
 
 
-def train_teacher(model: str = "digits_cnn", data: str = "digits", *, steps: int | None = None, seed: int | None = None,
-                  output: str | Path | None = None, run_dir: str | Path | None = None, config: Config | None = None,
-                  overrides: dict[str, Any] | list[str] | None = None, quiet: bool = False) -> Result:
+def train_teacher(model: str | None = None, data: str | None = None, *, steps: int | None = None, seed: int | None = None,
+                  output: str | Path | None = None, run_dir: str | Path | None = None,
+                  config: Config | str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None,
+                  quiet: bool = False) -> Result:
     """Train a classifier on real labelled data (method `scratch`) and save it as a teacher checkpoint
-    (at `output`, default `<run_dir>/teacher.pt`). Returns the model and its test accuracy."""
+    (at `output`, default `<run_dir>/teacher.pt`). Returns the model and its test accuracy. `model`
+    and `data` default to the config's (a Config or a TOML path), else to digits_cnn on digits."""
+    if config is None:
+        model, data = model or "digits_cnn", data or "digits"
     cfg = make_config(config, overrides, {"teacher.name": model, "data.name": data, "method.name": "scratch",
                                           "trainer.steps": steps, "trainer.seed": seed,
                                           "teacher.checkpoint": str(output) if output else None,
@@ -51,17 +59,21 @@ def train_teacher(model: str = "digits_cnn", data: str = "digits", *, steps: int
     return run("train-teacher", cfg, quiet=quiet)
 
 
-def distill(teacher: str | Path | nn.Module, student: str | nn.Module = "digits_cnn_half", method: str = "ours", *,
+def distill(teacher: str | Path | nn.Module, student: str | nn.Module | None = None, method: str | None = None, *,
             data: str | None = None, steps: int | None = None, seed: int | None = None,
-            run_dir: str | Path | None = None, config: Config | None = None,
+            run_dir: str | Path | None = None, config: Config | str | Path | None = None,
             overrides: dict[str, Any] | list[str] | None = None, quiet: bool = False) -> Result:
     """Distill `teacher` (a checkpoint path or an nn.Module) into `student` (a registered model
-    name or an nn.Module) with `method`. `data` defaults to the teacher checkpoint's data set; it
-    provides the input description and the test set (data-free methods never see its training split)."""
+    name or an nn.Module) with `method`. `student` and `method` default to the config's (a Config or
+    a TOML path), else to digits_cnn_half and `ours`. `data` defaults to the config's, else to the
+    teacher checkpoint's data set; it provides the input description and the test set (data-free
+    methods never see its training split)."""
     teacher_module = teacher if isinstance(teacher, nn.Module) else None
     student_module = student if isinstance(student, nn.Module) else None
-    if data is None and teacher_module is None and config is None:
-        data = checkpoint.load_model(teacher).info.name.split(":")[0]
+    if config is None:
+        student, method = student or "digits_cnn_half", method or "ours"
+        if data is None and teacher_module is None:
+            data = teacher_data(teacher)
     cfg = make_config(config, overrides, {
         "teacher.checkpoint": None if teacher_module is not None else str(teacher), "method.name": method,
         "student.name": None if student_module is not None else student, "data.name": data,
@@ -110,15 +122,29 @@ def evaluate(model: str | Path | nn.Module, data: str | None = None, data_root: 
 # ---------------------------------------------------------------------------------------------
 
 
-def make_config(config: Config | None, overrides: dict[str, Any] | list[str] | None,
-                arguments: dict[str, Any]) -> Config:
-    """Function arguments (None = not given) on top of `config`, then explicit overrides."""
-    from datafree.config import parse_overrides
+def teacher_data(path: str | Path) -> str:
+    """The data set a teacher checkpoint was trained on (distill's default data set)."""
+    return checkpoint.load_model(path).info.name.split(":")[0]
 
-    raw = config.to_dict() if config is not None else {}
+
+def make_config(config: Config | str | Path | None, overrides: dict[str, Any] | list[str] | None,
+                arguments: dict[str, Any]) -> Config:
+    """Function arguments (None = not given) on top of `config` (a Config, or a TOML file whose
+    method recipe is merged for the method finally chosen), then explicit overrides."""
+    from datafree.config import parse_overrides, read_toml
+
     items = {k: v for k, v in arguments.items() if v is not None}
     items.update(parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {}))
-    return from_dict(raw, items)
+    if isinstance(config, Config):
+        # A Config already holds its method's recipe values (step ratios, temperature, ...); they
+        # cannot be told apart from settings chosen on purpose, so it cannot switch method.
+        method = items.get("method.name", config.method.name)
+        if method != config.method.name:
+            raise ConfigError(f"the config given runs method {config.method.name!r}, not {method!r}, and holds that "
+                              f"method's recipe values; pass the TOML file's path as config= (its recipe is then "
+                              f"taken from {method!r}) or a Config loaded for {method!r}")
+        return from_dict(config.to_dict(), items)
+    return from_dict(read_toml(config) if config is not None else {}, items)
 
 
 def run(command: str, cfg: Config, teacher_module: nn.Module | None = None, student_module: nn.Module | None = None,
@@ -258,8 +284,13 @@ def prepare_run_dir(cfg: Config, command: str, dist: Dist) -> Path:
 
 
 def run_files(run_dir: Path) -> list[Path]:
-    """What datafree writes in a run directory (and --overwrite removes)."""
-    return [entry for entry in run_dir.iterdir() if entry.name in RUN_FILES or entry.name.startswith("events.out.tfevents")]
+    """What datafree writes in a run directory (and --overwrite removes): never the whole of
+    checkpoints/, only the run checkpoints in it."""
+    found = [entry for entry in run_dir.iterdir() if entry.name in RUN_FILES or entry.name.startswith("events.out.tfevents")]
+    folder = run_dir / "checkpoints"
+    if folder.is_dir():
+        found += [entry for entry in folder.iterdir() if RUN_CHECKPOINT.fullmatch(entry.name) and not entry.is_dir()]
+    return found
 
 
 def real_path(path: Path) -> Path:
@@ -272,6 +303,9 @@ def clear_run_dir(run_dir: Path) -> None:
 
     for entry in run_files(run_dir):
         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    folder = run_dir / "checkpoints"
+    if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def hparams_of(cfg: Config, command: str) -> dict[str, Any]:

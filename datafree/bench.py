@@ -149,6 +149,10 @@ def load_suite(suite: str | Path, data_root: str | None = None) -> Suite:
         if not cfg.teacher.checkpoint:
             raise ConfigError(f"{config_path}: teacher config of suite key {key!r} must set teacher.checkpoint "
                               f"(where the bench saves the teacher and later finds it again)")
+        same_folder = next((t for t in teachers if slug(t) == slug(name)), None)
+        if same_folder is not None:
+            raise ConfigError(f"{where}: teachers {same_folder!r} and {name!r} would share the run folder "
+                              f"runs/teachers/{slug(name)}; rename one of them")
         teachers[name] = TeacherSpec(name, cfg, config_path)
 
     pairs_raw = raw.get("pairs", [])
@@ -165,6 +169,10 @@ def load_suite(suite: str | Path, data_root: str | None = None) -> Suite:
         name = string(entry["name"], where, f"{key}.name")
         if name in {p.name for p in pairs}:
             raise ConfigError(f"{where}: two pairs are named {name!r}; names must differ (they name run folders)")
+        same_folder = next((p.name for p in pairs if slug(p.name) == slug(name)), None)
+        if same_folder is not None:
+            raise ConfigError(f"{where}: pairs {same_folder!r} and {name!r} would share the run folder "
+                              f"runs/{slug(name)}; rename one of them")
         teacher = string(entry["teacher"], where, f"{key}.teacher")
         if teacher not in teachers:
             raise ConfigError(f"{where}: {key}.teacher = {teacher!r} is not a [teachers] entry "

@@ -94,12 +94,14 @@ def option_overrides(args: argparse.Namespace, mapping: dict[str, str]) -> dict[
 
 
 def run_command(args: argparse.Namespace, command: str, mapping: dict[str, str], fixed: dict[str, Any]) -> int:
-    from datafree import api, checkpoint
+    from datafree import api
     from datafree.config import load, parse_overrides
 
     if args.resume:
+        # Given = not left at its default: None for options, False for flags, [] for --set (so --seed 0 counts).
         given = [name for name in ("config", "set", "data", "data_root", "download", "steps", "seed", "device", "run_dir",
-                                   "overwrite", "teacher", "student", "method", "model", "out") if getattr(args, name, None)]
+                                   "overwrite", "teacher", "student", "method", "model", "out")
+                 if getattr(args, name, None) is not None and getattr(args, name) is not False and getattr(args, name) != []]
         if given:
             raise DatafreeError(f"--resume continues {args.resume} exactly, with the config saved in it; drop "
                                 f"--{given[0].replace('_', '-')} (to change settings, start a new run with "
@@ -110,7 +112,7 @@ def run_command(args: argparse.Namespace, command: str, mapping: dict[str, str],
     else:
         items = {**fixed, **option_overrides(args, mapping)}
         if command == "distill" and args.teacher and not args.data and not args.config:
-            items["data.name"] = checkpoint.load_model(args.teacher).info.name.split(":")[0]
+            items["data.name"] = api.teacher_data(args.teacher)
         items.update(parse_overrides(args.set))
         cfg = load(args.config, items)
         result = api.run(command, cfg, quiet=args.quiet)
@@ -201,10 +203,23 @@ COMMANDS = {"demo": cmd_demo, "train-teacher": cmd_train_teacher, "distill": cmd
             "list": cmd_list, "bench": cmd_bench}
 
 
+def interrupted_command(path) -> str:
+    """The command (train-teacher or distill) of the run whose checkpoint `path` is."""
+    from datafree import checkpoint
+
+    if path is not None:
+        try:
+            return checkpoint.safe_load(path, checkpoint.RUN_FORMAT)["notes"].get("command", "distill")
+        except (DatafreeError, OSError, KeyError, TypeError, AttributeError):
+            pass
+    return "distill"
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    if args.command is None:  # plain `datafree`: the main job
-        args = build_parser().parse_args(["demo", *([] if argv is None else argv)])
+    if args.command is None:  # plain `datafree` (with --debug, say): the main job
+        args = build_parser().parse_args(["demo", *argv])
     from datafree.trainer import Interrupted
 
     try:
@@ -224,8 +239,12 @@ def main(argv: list[str] | None = None) -> int:
         if e.path is None and int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 saved and says so
             return 130
         run_dir = e.path.parent.parent if e.path else "<run dir>"
-        print(f"datafree: stopped at step {e.step}; checkpoint saved to {e.path}.\n"
-              f"Resume with: datafree {args.command} --resume {run_dir}", file=sys.stderr)
+        if args.command == "demo":  # the demo itself cannot be resumed, only the run it was in
+            how = (f"The demo cannot be resumed: run it again (datafree demo), or finish the stopped run alone with: "
+                   f"datafree {interrupted_command(e.path)} --resume {run_dir}")
+        else:
+            how = f"Resume with: datafree {args.command} --resume {run_dir}"
+        print(f"datafree: stopped at step {e.step}; checkpoint saved to {e.path}.\n{how}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("datafree: interrupted", file=sys.stderr)

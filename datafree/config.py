@@ -38,6 +38,8 @@ class OptimConfig:
         at_least(self.momentum, 0, f"{key}.momentum")
         at_least(self.warmup_steps, 0, f"{key}.warmup_steps")
         at_least(self.grad_clip, 0, f"{key}.grad_clip")
+        if self.name == "sgd" and self.nesterov and self.momentum == 0:
+            raise ConfigError(f"config key '{key}.nesterov' needs momentum: set {key}.momentum > 0 or {key}.nesterov = false")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"config key '{key}.betas' must be two numbers in [0, 1) (got {self.betas})")
 
@@ -91,6 +93,9 @@ class GeneratorConfig:
         self.optim.check(f"{key}.optim")
         at_least(self.replay_size, 0, f"{key}.replay_size")
         within(self.replay_fraction, 0, 1, f"{key}.replay_fraction")
+        if self.replay_size > 0 and self.replay_fraction >= 1:  # no fresh samples would be drawn once the pool is full
+            raise ConfigError(f"config key '{key}.replay_fraction' must be < 1 when the replay pool is on "
+                              f"(got {self.replay_fraction}); lower it, or set {key}.replay_size = 0")
         within(self.collapse_entropy, 0, 1, f"{key}.collapse_entropy")
         at_least(self.collapse_diversity, 0, f"{key}.collapse_diversity")
 
@@ -160,7 +165,8 @@ class TrainerConfig:
 
 @dataclass
 class RunConfig:
-    dir: str = ""  # run directory; empty: runs/<command>-<data>-<method>-<time>
+    dir: str = ""  # run directory; empty: runs/<command>-<data>-<method>-<student>-s<seed>-<time>
+    # (train-teacher: runs/train-teacher-<data>-<teacher>-s<seed>-<time>)
     overwrite: bool = False
 
 
@@ -195,7 +201,17 @@ class Config:
             section = getattr(self, f.name)
             if hasattr(section, "check"):
                 section.check(f.name)
+        self.check_replay()
         self.check_names()
+
+    def check_replay(self) -> None:
+        """A replay pool smaller than the replayed part of a student batch would fill and never be read."""
+        g = self.generator
+        n_replay = replay_count(self.trainer.batch_size, g.replay_fraction)
+        if 0 < g.replay_size < n_replay:
+            raise ConfigError(f"config key 'generator.replay_size' must be 0 or at least {n_replay} "
+                              f"(round(trainer.batch_size * generator.replay_fraction) = round({self.trainer.batch_size} * "
+                              f"{g.replay_fraction})), else the pool is never read (got {g.replay_size})")
 
     def check_names(self) -> None:
         """Every name that picks a registry entry must exist (the message suggests the closest)."""
@@ -217,6 +233,11 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def replay_count(batch_size: int, replay_fraction: float) -> int:
+    """How many samples of each student batch come from the replay pool once it holds that many."""
+    return int(round(batch_size * replay_fraction))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,7 +328,8 @@ def build(cls: type, raw: Any, key: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"config key {where!r} must be a table of settings (got {raw!r})")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = list(fields)
     kwargs = {}
     for name, value in raw.items():
         dotted = f"{key}.{name}" if key else name
@@ -315,6 +337,11 @@ def build(cls: type, raw: Any, key: str) -> Any:
             close = difflib.get_close_matches(name, names, n=1)
             hint = f"; did you mean {(key + '.' if key else '') + close[0]!r}?" if close else ""
             raise ConfigError(f"unknown config key {dotted!r}{hint} (keys of {where!r}: {', '.join(names)})")
+        factory = fields[name].default_factory
+        if isinstance(value, dict) and dataclasses.is_dataclass(hints[name]) and factory is not dataclasses.MISSING:
+            # A partial table keeps this field's own defaults: `generator.optim.lr=1e-4` leaves the
+            # generator's optimizer Adam rather than rebuilding it from OptimConfig's SGD defaults.
+            value = {**dataclasses.asdict(factory()), **value}
         kwargs[name] = convert(hints[name], value, dotted)
     return cls(**kwargs)
 

@@ -232,12 +232,10 @@ def wine(**_: Any) -> Dataset:
 # torchvision data sets, read from a local root (downloaded only when asked)
 
 
-def require_root(root: Path, download: bool, what: str) -> None:
+def require_root(root: Path, download: bool, what: str, can_download: bool = True) -> None:
     if not root.is_dir() and not download:
-        raise ConfigError(
-            f"data root {str(root)!r} does not exist; pass --data-root to the folder holding {what}, "
-            f"or add --download to fetch it (needs internet)"
-        )
+        hint = ", or add --download to fetch it (needs internet)" if can_download else ""
+        raise ConfigError(f"data root {str(root)!r} does not exist; pass --data-root to the folder holding {what}{hint}")
 
 
 def missing_files(what: str, where: Path) -> ConfigError:
@@ -319,12 +317,13 @@ def read_cifar_batches(folder: Path, names: list[str], label_key: str) -> Split:
 def cifar(name: str, tv_class: str, folder: str, train_files: list[str], label_key: str,
           num_classes: int, mean: tuple[float, ...], std: tuple[float, ...], root: Path, download: bool) -> Dataset:
     require_root(root, download, name)
-    if download and not (root / folder).is_dir():
+    test_files = ["test"] if name == "cifar100" else ["test_batch"]
+    if download and not all((root / folder / f).is_file() for f in train_files + test_files):
         import torchvision
 
         getattr(torchvision.datasets, tv_class)(str(root), download=True)
     train = read_cifar_batches(root / folder, train_files, label_key)
-    test = read_cifar_batches(root / folder, ["test"] if name == "cifar100" else ["test_batch"], label_key)
+    test = read_cifar_batches(root / folder, test_files, label_key)
     return Dataset(DataInfo(name, num_classes, (3, 32, 32), mean, std, augment="shift4-flip"), train, test)
 
 
@@ -351,7 +350,7 @@ def imagefolder(root: Path, image_size: int = 32, **_: Any) -> Dataset:
     import torchvision
     from torchvision.transforms import v2
 
-    require_root(root, False, "an image folder (train/<class>/…, test/<class>/…)")
+    require_root(root, False, "an image folder (train/<class>/…, test/<class>/…)", can_download=False)
     transform = v2.Compose([v2.PILToTensor(), v2.Resize((image_size, image_size), antialias=True),
                             v2.RGB()])
     splits, classes = [], None

@@ -46,12 +46,11 @@ class Probe:
         for m in self.bn_layers:
             m.register_forward_hook(self._bn_hook)
         linears = [m for m in inner.modules() if isinstance(m, nn.Linear)]
+        self.has_linear = bool(linears)
         if linears:
             linears[-1].register_forward_hook(self._penultimate_hook)
-        self.stage_layers = find_stage_layers(inner, input_shape) if len(input_shape) == 3 else []
-        for name in self.stage_layers:
+        for name in find_stage_layers(inner, input_shape) if len(input_shape) == 3 else []:
             inner.get_submodule(name).register_forward_hook(self._stage_hook)
-        self.feature_layer = feature_layer
         if feature_layer:
             try:
                 inner.get_submodule(feature_layer).register_forward_hook(self._feature_hook)
@@ -63,6 +62,9 @@ class Probe:
         self._capture = set(capture)
         if "bn" in self._capture and not self.bn_layers:
             raise ConfigError("the bn term needs a teacher with BatchNorm layers; this teacher has none")
+        if "penultimate" in self._capture and not self.has_linear:
+            raise ConfigError("the act term reads the input of the teacher's last nn.Linear; this teacher has none "
+                              "(set its weight to 0: --set method.terms.generator.act=0)")
         self._out = Outputs(logits=torch.empty(0))
         try:
             self._out.logits = self.model(x)

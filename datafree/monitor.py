@@ -65,10 +65,6 @@ class Monitor:
             for tag, value in metrics.items():
                 self.writer.add_scalar(tag, value)
 
-    def flush(self) -> None:
-        if self.writer:
-            self.writer.flush()
-
     def close(self) -> None:
         self.bar.close()
         if self.writer:

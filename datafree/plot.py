@@ -7,13 +7,14 @@ accuracy as a dashed reference line.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
 
-# Ten colours that stay distinct from one another (and in greyscale print, mostly).
+# Twelve colours that stay distinct from one another (and in greyscale print, mostly).
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf", "#393b79", "#637939")
+X_LABEL, Y_LABEL = "wall-clock (s)", "test accuracy (%)"
 
 
 @dataclass
@@ -22,7 +23,7 @@ class Point:
     x: float
     y: float
     y_err: float = 0.0  # half-length of the error bar (0: none)
-    marker: str = "circle"  # circle, square, diamond or triangle
+    marker: str = "circle"  # circle or square
 
 
 @dataclass
@@ -30,8 +31,6 @@ class Panel:
     title: str
     points: list[Point]
     reference: tuple[str, float] | None = None  # a dashed horizontal line and its label (the teacher)
-    x_label: str = "wall-clock (s)"
-    y_label: str = "test accuracy (%)"
 
 
 @dataclass
@@ -39,7 +38,6 @@ class Style:
     panel_size: tuple[int, int] = (620, 380)  # plot area of one panel, pixels
     margin: tuple[int, int, int, int] = (78, 44, 230, 58)  # left, top, right (legend), bottom
     font_size: int = 14
-    colors: dict[str, str] = field(default_factory=dict)  # label → colour; unlisted labels take the palette in order
 
 
 def font(size: int) -> ImageFont.ImageFont:
@@ -72,9 +70,9 @@ def tick_text(value: float, step: float) -> str:
     return f"{value:.{decimals}f}"
 
 
-def colors_for(panels: list[Panel], style: Style) -> dict[str, str]:
-    """One colour per label, the same in every panel."""
-    colors = dict(style.colors)
+def colors_for(panels: list[Panel]) -> dict[str, str]:
+    """One colour per label, the same in every panel: the palette in order of first appearance."""
+    colors: dict[str, str] = {}
     for panel in panels:
         for point in panel.points:
             if point.label not in colors:
@@ -85,10 +83,6 @@ def colors_for(panels: list[Panel], style: Style) -> dict[str, str]:
 def draw_marker(draw: ImageDraw.ImageDraw, x: float, y: float, kind: str, color: str, r: int = 6) -> None:
     if kind == "square":
         draw.rectangle([x - r, y - r, x + r, y + r], fill=color, outline="black")
-    elif kind == "diamond":
-        draw.polygon([(x, y - r - 1), (x + r + 1, y), (x, y + r + 1), (x - r - 1, y)], fill=color, outline="black")
-    elif kind == "triangle":
-        draw.polygon([(x, y - r - 1), (x + r + 1, y + r), (x - r - 1, y + r)], fill=color, outline="black")
     else:
         draw.ellipse([x - r, y - r, x + r, y + r], fill=color, outline="black")
 
@@ -149,8 +143,8 @@ def draw_panel(image: Image.Image, origin: tuple[int, int], panel: Panel, colors
         draw.text((x0 - 8, py), tick_text(ty, y_ticks[1] - y_ticks[0]), font=small, fill="black", anchor="rm")
     draw.rectangle([x0, y0, x1, y1], outline="black")
     draw.text(((x0 + x1) / 2, origin[1] + 12), printable(panel.title), font=font(style.font_size + 1), fill="black", anchor="ma")
-    draw.text(((x0 + x1) / 2, y1 + 30), panel.x_label, font=fnt, fill="black", anchor="ma")
-    label = vertical_text(panel.y_label, fnt)
+    draw.text(((x0 + x1) / 2, y1 + 30), X_LABEL, font=fnt, fill="black", anchor="ma")
+    label = vertical_text(Y_LABEL, fnt)
     image.paste(label, (origin[0] + 8, int((y0 + y1) / 2 - label.height / 2)), label)
 
     # The reference line, then error bars and markers.
@@ -177,9 +171,9 @@ def draw_panel(image: Image.Image, origin: tuple[int, int], panel: Panel, colors
         ly += 22
 
 
-def scatter_panels(panels: list[Panel], style: Style | None = None) -> Image.Image:
+def scatter_panels(panels: list[Panel]) -> Image.Image:
     """Panels stacked vertically in one RGB image; empty list → a one-line 'no results' image."""
-    style = style or Style()
+    style = Style()
     left, top, right, bottom = style.margin
     width, height = style.panel_size
     cell_w, cell_h = left + width + right, top + height + bottom
@@ -188,7 +182,7 @@ def scatter_panels(panels: list[Panel], style: Style | None = None) -> Image.Ima
         ImageDraw.Draw(image).text((20, 30), "no finished runs yet", font=font(style.font_size), fill="black")
         return image
     image = Image.new("RGB", (cell_w, cell_h * len(panels)), "white")
-    colors = colors_for(panels, style)
+    colors = colors_for(panels)
     for i, panel in enumerate(panels):
         draw_panel(image, (0, i * cell_h), panel, colors, style)
     return image

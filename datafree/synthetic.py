@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from datafree.config import replay_count
 from datafree.errors import ConfigError
 
 
@@ -75,7 +76,7 @@ class SyntheticSource:
     def __init__(self, generator: nn.Module, batch_size: int, pool: ReplayPool | None, replay_fraction: float,
                  augment: nn.Module | None) -> None:
         self.generator, self.batch_size, self.pool, self.augment = generator, batch_size, pool, augment
-        self.n_replay = int(round(batch_size * replay_fraction)) if pool is not None else 0  # (an empty pool is falsy)
+        self.n_replay = replay_count(batch_size, replay_fraction) if pool is not None else 0  # (an empty pool is falsy)
 
     @torch.no_grad()
     def batch(self) -> tuple[torch.Tensor, int]:

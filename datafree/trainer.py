@@ -4,8 +4,10 @@ Per iteration each player takes its turn with its own optimizer: the generator (
 then the discriminator (d_steps), then the student (s_steps). An update draws a batch, sums the
 method's weighted loss terms for that player, checks them for NaN/Inf and steps that player's
 optimizer alone; every other network is frozen for it (requires_grad off). The teacher is frozen
-and in eval mode throughout. Around the loop: logging, evaluation on the real test set,
-synthetic-batch diagnostics and resumable checkpoints.
+and in eval mode throughout. The student stays in train mode, so its BatchNorm running statistics
+also follow the generator's batches, as in DFAD's code (zju-vipa's synthesizers switch it to eval
+mode for generator updates; we have not compared the two). Around the loop: logging, evaluation
+on the real test set, synthetic-batch diagnostics and resumable checkpoints.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import contextlib
 import math
 import random
 import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -30,8 +33,7 @@ from datafree.build import (build_discriminator, build_generator, check_attentio
 from datafree.config import Config, OptimConfig
 from datafree.data import BatchStream, Dataset, eval_batches
 from datafree.distributed import (Dist, any_rank, average_gradients, broadcast_buffers, gather_objects,
-                                  mean_across_ranks,
-                                  sum_across_ranks, wrap)
+                                  mean_across_ranks, sum_across_ranks, wrap)
 from datafree.errors import ConfigError, DivergenceError
 from datafree.hooks import Probe
 from datafree.methods import METHODS, PLAYERS
@@ -141,10 +143,10 @@ class Trainer:
             "discriminator": [p for p in self.discriminator.parameters() if id(p) not in adapter_ids] if self.discriminator else [],
         }
         self.adapter_params = adapter_params
-        optim_cfg = {"student": cfg.student.optim, "generator": cfg.generator.optim, "discriminator": cfg.discriminator.optim}
+        self.optim_cfg = {"student": cfg.student.optim, "generator": cfg.generator.optim, "discriminator": cfg.discriminator.optim}
         self.optimizers, self.schedulers, self.scalers = {}, {}, {}
         for p in self.players:
-            self.optimizers[p], self.schedulers[p] = build_optimizer(optim_cfg[p], self.params[p], tc.steps)
+            self.optimizers[p], self.schedulers[p] = build_optimizer(self.optim_cfg[p], self.params[p], tc.steps)
             self.scalers[p] = torch.amp.GradScaler(self.device.type, enabled=tc.precision == "fp16")
         if tc.precision == "fp16":  # a scaler skips steps until it finds its scale; the scheduler need not warn
             warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
@@ -224,8 +226,7 @@ class Trainer:
         if player == "student":
             average_gradients(self.adapter_params, self.dist)
             self.counters["student_steps"] += 1
-        clip = {"student": self.cfg.student.optim, "generator": self.cfg.generator.optim,
-                "discriminator": self.cfg.discriminator.optim}[player].grad_clip
+        clip = self.optim_cfg[player].grad_clip
         if clip:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(self.params[player], clip)
@@ -289,8 +290,6 @@ class Trainer:
                 signal.signal(s, handler)
 
     def can_trap_signals(self) -> bool:
-        import threading
-
         return threading.current_thread() is threading.main_thread()
 
     def request_stop(self, signum: int, _frame: Any) -> None:

@@ -1,9 +1,10 @@
 """Discriminators over a network's class outputs.
 
-`logit`: an MLP over softened probabilities softmax(z/T) (MEAL-V2's 1000→125→15→1 shape, scaled
-to the number of classes). `conditional`: the same trunk with a projection on the label
-(Miyato & Koyama 2018), after Xu, Hsu & Huang 2018's conditional adversarial networks: the
-discriminator judges whether an answer is the teacher's *for this class*.
+`logit`: an MLP over softened probabilities softmax(z/T) (after MEAL-V2's 1000→125→15→1
+discriminator; here hidden widths `hidden`, by default 128 and 64 whatever the number of
+classes). `conditional`: the same trunk with a projection on the label (Miyato & Koyama 2018),
+after Xu, Hsu & Huang 2018's conditional adversarial networks: the discriminator judges whether
+an answer is the teacher's *for this class*.
 """
 from __future__ import annotations
 

@@ -164,6 +164,15 @@ def test_bad_suites_fail_naming_the_key(tmp_path, text, message):
         bench.load_suite(path)
 
 
+def test_pairs_whose_names_share_a_run_folder_are_refused(tmp_path):
+    path = write_suite(tmp_path)
+    text = path.read_text()
+    second = text[text.index("[[pairs]]"):].replace('name = "small → half"', 'name = "small to half"')
+    path.write_text(text + "\n" + second)
+    with pytest.raises(ConfigError, match=r"pairs 'small → half' and 'small to half' would share the run folder"):
+        bench.load_suite(path)
+
+
 def test_suite_runs_are_checked_against_their_configs_before_anything_runs(tmp_path):
     path = write_suite(tmp_path)
     text = path.read_text()

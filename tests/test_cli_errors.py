@@ -337,3 +337,17 @@ def test_the_real_process_exits_2_with_one_line_and_shows_the_traceback_with_deb
     assert "Traceback (most recent call last)" in debug.stderr
     assert "datafree.errors.CheckpointError: checkpoint not found: missing.pt" in debug.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_overwrite_spares_other_files_in_checkpoints(digits_teacher, workdir, capsys):
+    """`--run-dir .` in the repository root: checkpoints/ also holds the trained teachers."""
+    run = make_old_run(workdir)
+    teachers = run / "checkpoints" / "teachers" / "digits"
+    teachers.mkdir(parents=True)
+    (teachers / "digits_cnn.pt").write_bytes(digits_teacher.read_bytes())
+    (run / "checkpoints" / ".step_00000009.pt.tmp").write_bytes(b"half a write")
+    assert cli.main(distill(workdir / "run" / "checkpoints" / "teachers" / "digits" / "digits_cnn.pt",
+                            "--overwrite", "--method", "kd")) == 0
+    capsys.readouterr()
+    assert (teachers / "digits_cnn.pt").read_bytes() == digits_teacher.read_bytes()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000003.pt", "teachers"]

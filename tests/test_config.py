@@ -87,3 +87,31 @@ def test_written_config_loads_back_identically(tmp_path):
     path = tmp_path / "config.toml"
     path.write_text(to_toml(cfg))
     assert load(path) == cfg
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"generator.replay_size": 64, "generator.replay_fraction": 1.0},
+     r"'generator.replay_fraction' must be < 1 when the replay pool is on"),
+    ({"generator.replay_size": 10, "generator.replay_fraction": 0.5, "trainer.batch_size": 64},
+     r"'generator.replay_size' must be 0 or at least 32 "),
+    ({"student.optim.nesterov": True, "student.optim.momentum": 0.0}, r"'student.optim.nesterov' needs momentum"),
+])
+def test_replay_and_nesterov_settings_that_would_break_the_run_are_refused(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load(overrides=override)
+
+
+def test_replay_and_nesterov_settings_at_the_edge_are_accepted():
+    load(overrides={"generator.replay_size": 32, "generator.replay_fraction": 0.5, "trainer.batch_size": 64})
+    load(overrides={"generator.replay_size": 0, "generator.replay_fraction": 1.0})  # pool off: fraction unused
+    load(overrides={"student.optim.nesterov": True, "student.optim.momentum": 0.9})
+    load(overrides={"generator.optim.name": "adam", "generator.optim.nesterov": True,
+                    "generator.optim.momentum": 0.0})  # adam: nesterov unused
+
+
+def test_one_key_of_a_section_keeps_the_sections_own_defaults():
+    # The generator's optimizer is Adam; changing its learning rate alone must not rebuild it from
+    # OptimConfig's class defaults (SGD with weight decay).
+    cfg = load(overrides=["generator.optim.lr=1e-4", "discriminator.optim.schedule=constant"])
+    assert (cfg.generator.optim.name, cfg.generator.optim.lr, cfg.generator.optim.betas) == ("adam", 1e-4, [0.5, 0.999])
+    assert (cfg.discriminator.optim.name, cfg.discriminator.optim.lr, cfg.discriminator.optim.schedule) == ("adam", 2e-4, "constant")

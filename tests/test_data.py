@@ -91,6 +91,30 @@ def test_missing_data_root_names_the_fix(tmp_path):
         load_dataset("cifar10", tmp_path)
 
 
+def test_missing_image_folder_does_not_suggest_download(tmp_path):
+    with pytest.raises(ConfigError, match=r"data root .* does not exist") as error:
+        load_dataset("imagefolder", tmp_path / "missing")
+    assert "--download" not in str(error.value)
+
+
+def test_cifar_download_fills_an_existing_but_empty_folder(tmp_path, monkeypatch):
+    import torchvision
+
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    fetched = []
+
+    def fake_cifar10(root, download):
+        fetched.append(download)
+        (tmp_path / "cifar-10-batches-py").rmdir()
+        write_cifar(tmp_path)
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", fake_cifar10)
+    ds = load_dataset("cifar10", tmp_path, download=True)
+    assert fetched == [True] and len(ds.test) == 20
+    load_dataset("cifar10", tmp_path, download=True)  # complete now: nothing fetched again
+    assert fetched == [True]
+
+
 def write_cifar(root, name="cifar-10-batches-py", n=20):
     folder = root / name
     folder.mkdir(parents=True)

@@ -1,6 +1,8 @@
+import pytest
 import torch
 from torch import nn
 
+from datafree.errors import ConfigError
 from datafree.hooks import Probe, find_stage_layers
 from datafree.models import create_model
 
@@ -37,3 +39,14 @@ def test_feature_layer_and_any_module():
     probe = Probe(net, (1, 4, 4), feature_layer="0")
     out = probe(torch.randn(2, 1, 4, 4), {"feature"})
     assert out.feature.shape == (2, 2, 4, 4) and out.logits.shape == (2, 3)
+
+
+def test_terms_that_need_a_missing_layer_kind_name_it():
+    conv_only = nn.Sequential(nn.Conv2d(1, 3, 4), nn.Flatten())  # no BatchNorm, no Linear (a conv classifier)
+    probe = Probe(conv_only, (1, 4, 4))
+    x = torch.randn(2, 1, 4, 4)
+    assert probe(x).logits.shape == (2, 3)
+    with pytest.raises(ConfigError, match="act term .* last nn.Linear"):
+        probe(x, {"penultimate"})
+    with pytest.raises(ConfigError, match="bn term needs .* BatchNorm"):
+        probe(x, {"bn"})

@@ -213,6 +213,15 @@ def test_resume_refuses_options_that_would_change_the_run(references, capsys, ex
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.parametrize("extra, named", [(["--seed", "0"], "--seed"), (["--steps", "0"], "--steps"),
+                                          (["--data-root", ""], "--data-root")])
+def test_resume_refuses_options_given_with_a_false_value(tmp_path, capsys, extra, named):
+    """A given option counts even when its value is 0 or empty (refused before the run is even read)."""
+    assert cli.main(["distill", "--resume", str(tmp_path / "run"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"datafree: error: --resume continues {tmp_path / 'run'} exactly") and f"drop {named} " in err
+
+
 class SlowToPickle:
     """Stands for a large object: the process writing it is still inside the write when it is killed."""
 

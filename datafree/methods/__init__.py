@@ -1,5 +1,7 @@
 """Methods are data: a named set of weighted loss terms per player, plus the config defaults of
-the published recipe (step ratios, temperature, ...). Adding one is a new small file here that
+the published recipe (step ratios, temperature, ...). Optimizers are not part of a method: the
+CIFAR configs under experiments/configs/ set each paper's, the digits configs give every method
+the same project default (SGD, lr 0.05, cosine) so that only the method differs. Adding one is a new small file here that
 calls `register_method`; the trainer never asks which method it runs.
 
 Players update in this order every iteration: generator (g_steps), discriminator (d_steps),

@@ -1,6 +1,10 @@
 """DeepInversion (Yin et al. 2020) with a generator, as in zju-vipa/DataFree: the teacher's
 BatchNorm statistics (weight 10), one-hot confidence, a total-variation image prior and the
-Jensen–Shannon "adaptive competition" term; student KL at T = 20."""
+Jensen–Shannon "adaptive competition" term; student KL at T = 20.
+
+Deviations: the JS term is taken at T = 1 (the reference: T = 3); `tv` is the mean squared
+neighbour difference, where DeepInversion sums norms, so at weight 1e-3 it hardly acts (the
+digits results are, in effect, without a smoothness prior)."""
 from datafree.methods import Method, register_method
 
 register_method(Method(

@@ -1,5 +1,8 @@
 """DFQ (Choi et al. 2020): adversarial KL plus BatchNorm statistics, one-hot and class balance
-(weights 1, 1, 1, 20 as in zju-vipa/DataFree); student KL; 1 generator : 10 student."""
+(weights 1, 1, 1, 20 as in zju-vipa/DataFree); student KL; 1 generator : 10 student.
+
+Deviation: `method.temperature` sets both KL terms, and DFQ keeps T = 1 (the adversarial KL's
+temperature in the reference code); the zju-vipa recipe distils the student at T = 20."""
 from datafree.methods import Method, register_method
 
 register_method(Method(

@@ -3,8 +3,9 @@
 The discriminator learns teacher answers = real, student answers = fake; the student learns to
 fool it, with its own optimizer (unlike MEAL-V2, which shares one and so plays no real game).
 `gankd` runs on real labelled data. `gankd_datafree` runs on synthetic batches from the generator
-path (our default generator recipe) with no labels: CE is off, the discriminator is conditioned
-on the teacher's decision.
+path (our default generator recipe) with no labels: CE is off by default (on synthetic batches
+`ce` would use the teacher's decision), and the default `logit` discriminator needs no label
+(`discriminator.name = "conditional"` conditions it on the teacher's decision).
 """
 from datafree.methods import Method, register_method
 from datafree.methods.ours import OURS_GENERATOR_TERMS, OURS_SYNTHETIC_DEFAULTS
