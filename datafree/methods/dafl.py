@@ -8,7 +8,7 @@ from datafree.methods import Method, register_method
 
 register_method(Method(
     name="dafl",
-    summary="generator oh + 0.1·act + 5·balance (teacher only); student KL",
+    summary="generator oh + 0.1·act + 5·balance in log10 (teacher only); student KL",
     data="synthetic",
     terms={"generator": {"oh": 1.0, "act": 0.1, "balance": 5.0 / math.log(10)}, "student": {"kl": 1.0}},
     defaults={"trainer.g_steps": 1, "trainer.s_steps": 1, "method.temperature": 1.0},
