@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +28,6 @@ from datafree.monitor import Monitor
 from datafree.trainer import Trainer
 
 RUN_FILES = ("config.toml", "metrics.json", "student.pt", "teacher.pt")
-# Inside checkpoints/ (which may hold other files, e.g. checkpoints/teachers/ with --run-dir .) only
-# the run checkpoints of datafree.checkpoint and the temporary files of their interrupted writes.
-RUN_CHECKPOINT = re.compile(r"step_\d{8}\.pt|\.step_\d{8}\.pt\.tmp")
 
 
 @dataclass
@@ -287,10 +283,8 @@ def run_files(run_dir: Path) -> list[Path]:
     """What datafree writes in a run directory (and --overwrite removes): never the whole of
     checkpoints/, only the run checkpoints in it."""
     found = [entry for entry in run_dir.iterdir() if entry.name in RUN_FILES or entry.name.startswith("events.out.tfevents")]
-    folder = run_dir / "checkpoints"
-    if folder.is_dir():
-        found += [entry for entry in folder.iterdir() if RUN_CHECKPOINT.fullmatch(entry.name) and not entry.is_dir()]
-    return found
+    # checkpoints/ may hold other files too (e.g. checkpoints/teachers/ with --run-dir .)
+    return found + checkpoint.list_run_checkpoints(run_dir) + checkpoint.unfinished_writes(run_dir)
 
 
 def real_path(path: Path) -> Path:

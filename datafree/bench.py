@@ -30,7 +30,8 @@ Resuming: `results.json` is rewritten after every run, and each record carries a
 the run's resolved config and of its teacher file. Invoked again, the bench skips every run whose
 record has the same fingerprint, runs again those whose config (or teacher) changed since, and a
 run that was stopped half way continues exactly from its last checkpoint when its config is
-unchanged (otherwise it restarts). Settings that cannot change a result (logging, evaluation and
+unchanged (otherwise it restarts). The fingerprint includes the loss weights the method registers
+in datafree/methods/, so editing a recipe there re-runs that method too. Settings that cannot change a result (logging, evaluation and
 checkpoint frequency, device, data root, the published figures) are left out of the fingerprint.
 """
 from __future__ import annotations
@@ -51,6 +52,7 @@ from datafree import api, checkpoint
 from datafree.config import Config, from_dict, load, read_toml
 from datafree.errors import CheckpointError, ConfigError, DivergenceError
 from datafree.methods import METHODS
+from datafree.models import count_parameters
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_FORMAT = "datafree-bench-1"
@@ -350,7 +352,7 @@ def ensure_teacher(teacher: TeacherSpec, out: Path, old: dict[str, Any] | None, 
         say(f"  teacher {teacher.name}: reusing {path}")
         return {"name": teacher.name, "model": teacher.config.teacher.name, "checkpoint": str(path), "digest": digest,
                 "accuracy": ckpt.metrics.get("test_accuracy"), "seconds": None, "steps": None, "real_samples": None,
-                "params": sum(p.numel() for p in ckpt.model.parameters()), "config": display_path(teacher.config_path),
+                "params": count_parameters(ckpt.model), "config": display_path(teacher.config_path),
                 "trained_by_bench": False, **published_fields(teacher.config)}
     run_dir = out / "runs" / "teachers" / slug(teacher.name)
     say(f"  teacher {teacher.name}: training ({teacher.config.trainer.steps:,} steps) -> {path}")
@@ -378,9 +380,7 @@ def execute(run: RunSpec, fp: str, out: Path, quiet: bool) -> dict[str, Any]:
               "batch_size": run.config.trainer.batch_size, "steps": run.config.trainer.steps,
               **published_fields(run.config)}
     try:
-        if state is not None and state["step"] >= run.config.trainer.steps and (run_dir / "metrics.json").is_file():
-            metrics = json.loads((run_dir / "metrics.json").read_text())  # finished, but not yet recorded
-        elif state is not None:
+        if state is not None:  # stopped half way, or finished but not yet recorded (then nothing is trained)
             metrics = api.resume(run_dir, quiet=quiet).metrics
         else:
             metrics = api.run("distill", with_run_dir(run.config, run_dir), quiet=quiet).metrics
@@ -413,8 +413,10 @@ def reusable_state(run_dir: Path, fp: str) -> dict[str, Any] | None:
 
 def fingerprint(config: dict[str, Any], teacher_digest: str) -> str:
     """A digest of everything that decides a run's result: its resolved config without the keys
-    that only change reporting, with the teacher file's content in place of its path."""
+    that only change reporting, the loss weights its method registers, and the teacher file's
+    content in place of its path."""
     d = copy.deepcopy(config)
+    d["method"]["weights"] = METHODS.get(d["method"]["name"]).weights(d["method"]["terms"])
     for section, keys in NOT_FINGERPRINTED.items():
         if keys is None:
             d.pop(section, None)

@@ -201,6 +201,12 @@ def list_run_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if re.fullmatch(r"step_\d{8}\.pt", p.name))
 
 
+def unfinished_writes(run_dir: Path) -> list[Path]:
+    """Temporary files of run-checkpoint writes that a killed process left half-done."""
+    folder = run_dir / "checkpoints"
+    return sorted(folder.glob(".step_*.pt.tmp")) if folder.is_dir() else []
+
+
 def save_run(state: dict[str, Any], run_dir: Path, step: int, keep: int) -> Path:
     """Write the run checkpoint of `step`, then drop all but the newest `keep` (and the temporary
     file of a write that a killed process left half-done)."""
@@ -208,7 +214,7 @@ def save_run(state: dict[str, Any], run_dir: Path, step: int, keep: int) -> Path
     atomic_save(sealed({"format": RUN_FORMAT, **state}), path)
     for old in list_run_checkpoints(run_dir)[:-keep]:
         old.unlink()
-    for debris in path.parent.glob(".step_*.pt.tmp"):
+    for debris in unfinished_writes(run_dir):
         debris.unlink(missing_ok=True)
     return path
 

@@ -264,12 +264,7 @@ class Trainer:
         base_seconds = self.counters["seconds"]
         try:
             while self.step < tc.steps:
-                for player in self.players:
-                    for _ in range(self.repeats[player]):
-                        self.accumulate(self.update(player))
-                self.step += 1
-                for scheduler in self.schedulers.values():
-                    scheduler.step()
+                self.train_step()
                 self.counters["seconds"] = base_seconds + time.perf_counter() - started
                 last = self.step == tc.steps
                 if self.step % tc.log_every == 0 or last:
@@ -288,6 +283,15 @@ class Trainer:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+
+    def train_step(self) -> None:
+        """One iteration: each player's updates in turn, then every learning-rate schedule."""
+        for player in self.players:
+            for _ in range(self.repeats[player]):
+                self.accumulate(self.update(player))
+        self.step += 1
+        for scheduler in self.schedulers.values():
+            scheduler.step()
 
     def can_trap_signals(self) -> bool:
         return threading.current_thread() is threading.main_thread()

@@ -144,15 +144,8 @@ def datafree_workload(method: str, args: argparse.Namespace, precision: str, cha
     teacher = create_model("resnet34", 10, CIFAR.input_shape)
     student = create_model(cfg.student.name, 10, CIFAR.input_shape, **cfg.student.args)
     trainer = Trainer(cfg, random_cifar(), student, teacher, run_dir=None)
-
-    def iteration() -> None:  # the body of Trainer.fit's loop, without its logging and checkpoints
-        for player in trainer.players:
-            for _ in range(trainer.repeats[player]):
-                trainer.update(player)
-        for scheduler in trainer.schedulers.values():
-            scheduler.step()
-
-    return Workload(iteration, trainer.samples_seen, precision)
+    # One step of Trainer.fit's loop, without its logging and checkpoints.
+    return Workload(trainer.train_step, trainer.samples_seen, precision)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -117,6 +117,20 @@ def test_a_changed_config_reruns_only_its_runs_and_logging_changes_rerun_nothing
     assert calls.fresh == ["distill", "distill"]
 
 
+def test_a_recipe_edited_in_its_method_file_changes_the_fingerprint(monkeypatch):
+    import dataclasses
+
+    from datafree.config import load
+    from datafree.methods import METHODS
+
+    config = load(overrides={"method.name": "dafl"}).to_dict()
+    before = bench.fingerprint(config, "digest")
+    dafl = METHODS.get("dafl")
+    edited = dataclasses.replace(dafl, terms={**dafl.terms, "generator": {**dafl.terms["generator"], "balance": 5.0}})
+    monkeypatch.setitem(METHODS._entries, "dafl", edited)
+    assert bench.fingerprint(config, "digest") != before
+
+
 def test_a_run_stopped_half_way_continues_from_its_checkpoint(tmp_path, monkeypatch):
     suite = write_suite(tmp_path, ours_steps=4, extra='"trainer.checkpoint_every" = 2\n')
     out = tmp_path / "results"

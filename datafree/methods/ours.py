@@ -6,10 +6,10 @@ balance. Student: KL at T = 20 on a mix of fresh samples and a replay pool of pa
 augmented with kornia, so it does not forget what earlier generators produced.
 
 What mattered when tuning it on digits (experiments/results/digits_tuning.md): the augmentation
-(+1.3 points), a generator learning rate that decays to zero (+1.1 over a constant one), the
-budget, and a replay pool long enough to remember most of the generator's trajectory (131,072
-samples rather than 8,192: 98.67 ± 0.22 against 98.44 ± 0.67 over the same seeds), which makes
-the student depend less on where one generator happens to settle; T = 20 helped a little.
+(+1.3 points), the budget, and a replay pool long enough to remember most of the generator's
+trajectory (131,072 samples rather than 8,192: 98.67 ± 0.22 against 98.44 ± 0.67 over the same
+seeds), which makes the student depend less on where one generator happens to settle; T = 20
+helped a little.
 """
 from datafree.methods import Method, register_method
 
