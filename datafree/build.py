@@ -1,4 +1,6 @@
-"""Building and checking the players a config asks for, before any training starts.
+"""Building and checking everything a run's config asks for, before any training starts: the
+networks on their device, the probes that read their internals, and one `Player` record per
+learner with its loss terms, modules, parameters and optimizer.
 
 Everything here fails at start-up with a message naming the problem: a teacher and student that
 disagree on the classes, a generator whose samples the teacher cannot take, a loss term that
@@ -6,17 +8,126 @@ cannot work with these networks.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from datafree.config import DiscriminatorConfig, GeneratorConfig
+from datafree.config import Config, DiscriminatorConfig, GeneratorConfig
 from datafree.data import DataInfo
+from datafree.distributed import Dist, wrap
 from datafree.errors import ConfigError
 from datafree.hooks import Probe, find_stage_layers, output_shape
-from datafree.methods.terms import TERMS
-from datafree.models import dry_forward, eval_mode
+from datafree.methods import METHODS, PLAYERS, Method
+from datafree.methods.terms import TERMS, TermContext
+from datafree.models import check_model_io, dry_forward, eval_mode
+from datafree.players import Player
 from discriminators import DISCRIMINATORS, Discriminator, apply_spectral_norm
+from discriminators.losses import GAN_LOSSES
 from generators import GENERATORS, Generator
+
+
+@dataclass
+class Assembly:
+    """The built run: networks (the teacher frozen), probes over them, and the players."""
+
+    method: Method
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    memory_format: torch.memory_format
+    teacher: nn.Module | None
+    student: nn.Module
+    generator: Generator | None
+    discriminator: Discriminator | None
+    gan_loss: object | None
+    teacher_probe: Probe | None
+    student_probe: Probe
+    discriminator_ddp: nn.Module | None
+    generator_ddp: nn.Module | None
+    captures: dict[str, dict[str, set[str]]]
+    players: list[Player]
+
+
+def pick_device(name: str, d: Dist) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{d.local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"config key 'trainer.device' is {name!r} but no CUDA device is available; use 'cpu' or 'auto'")
+    if device.type == "cuda" and device.index is None and d.enabled:  # under torchrun: this process's GPU
+        device = torch.device("cuda", d.local_rank)
+    return device
+
+
+def assemble(cfg: Config, info: DataInfo, student: nn.Module, teacher: nn.Module | None, dist: Dist) -> Assembly:
+    """Check the networks against each other and the input, move them to the device, build the
+    generator and discriminator the method needs, and one player record per learner."""
+    settings = cfg.trainer
+    method = METHODS.get(cfg.method.name)
+    weights = method.weights(cfg.method.terms)
+    names = [p for p in PLAYERS if weights[p]]
+    if "student" not in names:
+        raise ConfigError(f"method {method.name!r} has no student term left; check method.terms.student")
+    device = pick_device(settings.device, dist)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[settings.precision]
+    shape = info.input_shape
+    memory_format = torch.channels_last if settings.channels_last and len(shape) == 3 else torch.contiguous_format
+
+    # --- networks -------------------------------------------------------------------------
+    needs_teacher = any(t != "ce" for p in names for t in weights[p])
+    if needs_teacher and teacher is None:
+        raise ConfigError(f"method {method.name!r} needs a teacher: pass --teacher teacher.pt")
+    if teacher is not None:
+        check_teacher(teacher, student, info)  # before check_model_io: it names both class counts
+    check_model_io(student, cfg.student.name, info.num_classes, shape)
+    if teacher is not None:
+        teacher = teacher.to(device, memory_format=memory_format).eval().requires_grad_(False)
+    student = student.to(device, memory_format=memory_format).train()
+    generator = build_generator(cfg.generator, info, device, memory_format) if method.data == "synthetic" else None
+    uses_features = "discriminator" in names and DISCRIMINATORS.get(cfg.discriminator.name).uses_features
+    layers = feature_layers(cfg.discriminator, teacher, student, info) if uses_features else ("", "")
+    discriminator = (build_discriminator(cfg.discriminator, info, teacher, student, layers, device)
+                     if "discriminator" in names else None)
+    gan_loss = GAN_LOSSES.get(cfg.discriminator.loss) if discriminator is not None else None
+
+    # DDP wrappers (identity in a single process); torch.compile on top if asked.
+    adapters = [p for m in (discriminator.student_side_modules() if discriminator else []) for p in m.parameters()]
+    student_ddp = wrap(student, dist, device)
+    generator_ddp = wrap(generator, dist, device) if generator is not None else None
+    discriminator_ddp = wrap(discriminator, dist, device, ignore=adapters) if discriminator is not None else None
+    compile_ = torch.compile if settings.compile else (lambda m: m)
+    student_probe = Probe(compile_(student_ddp), shape, layers[1], inner=student)
+    teacher_probe = Probe(compile_(teacher), shape, layers[0], inner=teacher) if teacher is not None else None
+    captures = term_captures({p: weights[p] for p in names}, info, discriminator)
+    if "stages" in captures["student"]["student"]:
+        check_attention(teacher_probe, student_probe, info, device)
+
+    # --- one record per player, each with its own optimizer (and scheduler, and fp16 scaler) ---
+    context = TermContext(cfg, info, teacher_probe, student_probe, device)
+    adapter_ids = {id(p) for p in adapters}
+    owned = {"generator": ({"generator": generator} if generator is not None else {}, generator_ddp, cfg.generator.optim,
+                           settings.g_steps, None, []),
+             "discriminator": ({"discriminator": discriminator} if discriminator is not None else {}, discriminator_ddp,
+                               cfg.discriminator.optim, settings.d_steps,
+                               [p for p in discriminator.parameters() if id(p) not in adapter_ids] if discriminator else None,
+                               []),
+             "student": ({"student": student}, student_ddp, cfg.student.optim, settings.s_steps, None, adapters)}
+    players = []
+    for name in names:
+        modules, wrapped, optim, repeats, params, shared = owned[name]
+        terms = {term: TERMS.get(term).bind(context) for term in weights[name]}
+        stateful = {f"{name}.{term}": fn for term, fn in terms.items() if isinstance(fn, nn.Module)}
+        if params is None:
+            params = [p for m in modules.values() for p in m.parameters()]
+        params = params + [p for m in stateful.values() for p in m.parameters()] + shared
+        player = Player(name, terms, weights[name], {**modules, **stateful}, params, optim, repeats, settings.steps,
+                        wrapped=wrapped, shared_params=shared, turn=method.turns.get(name))
+        player.build_optimizer(device, settings.precision == "fp16")
+        players.append(player)
+    return Assembly(method, device, autocast_dtype, memory_format, teacher, student, generator, discriminator, gan_loss,
+                    teacher_probe, student_probe, discriminator_ddp, generator_ddp, captures, players)
 
 
 def check_teacher(teacher: nn.Module, student: nn.Module, info: DataInfo) -> None:

@@ -43,16 +43,20 @@ class RecordingTrainer(datafree.api.Trainer):
         super().__init__(*args, **kwargs)
         self.local_losses: dict[str, float] = {}
         trainers.append(self)
+        log = self.reporter.log
 
-    def update(self, player: str) -> dict[str, torch.Tensor]:
+        def recording_log(samples_per_s: float) -> None:  # this rank's own losses, before averaging
+            sums, counts = self.reporter.sums, self.reporter.counts
+            self.local_losses = {k: float(sums[k] / counts[k]) for k in sums}
+            log(samples_per_s)
+
+        self.reporter.log = recording_log
+
+    def update(self, player) -> dict[str, torch.Tensor]:
         if stop_request and (self.dist.rank, self.step) == (stop_request["rank"], stop_request["step"]):
             stop_request.clear()
             os.kill(os.getpid(), signal.SIGTERM)  # handled by the trainer: finish the step, save, stop
         return super().update(player)
-
-    def log(self, samples_per_s: float) -> None:
-        self.local_losses = {k: float(self.sums[k] / self.counts[k]) for k in self.sums}
-        super().log(samples_per_s)
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ def held_out_accuracy(trainer) -> tuple[float, float]:
     real, and of student answers it calls fake."""
     test = trainer.dataset.test
     x, y = trainer.info.normalize(test.x), test.y
-    batch = Batch("discriminator", x, trainer.nets_for("discriminator"), trainer.captures["discriminator"],
+    batch = Batch("discriminator", x, trainer.nets_for(trainer.player("discriminator")), trainer.captures["discriminator"],
                   trainer.cfg.method.temperature, labels=y)
     d, threshold = trainer.discriminator, trainer.gan_loss.threshold
     real = d(d.view(batch.teacher, "teacher"), y)
@@ -52,7 +52,7 @@ def test_discriminator_separates_teacher_from_a_fresh_student(digits_teacher, ki
     trainer = gankd_trainer(digits_teacher, kind)
     before = sum(held_out_accuracy(trainer)) / 2
     for _ in range(150):
-        out = trainer.update("discriminator")
+        out = trainer.update(trainer.player("discriminator"))
     on_teacher, on_student = held_out_accuracy(trainer)
     assert before < 0.7, f"{kind} separates before training ({before:.2f}): the test would prove nothing"
     assert (on_teacher + on_student) / 2 >= 0.8 and min(on_teacher, on_student) >= 0.6, (kind, on_teacher, on_student)
@@ -71,7 +71,7 @@ def test_each_update_moves_only_its_own_players_networks(digits_teacher, kind):
     student_before, own_before, adapter_before = params(trainer.student), [p.detach().clone() for p in own], \
         [p.detach().clone() for p in adapter]
 
-    out = trainer.update("discriminator")
+    out = trainer.update(trainer.player("discriminator"))
     assert {"disc/acc_teacher", "disc/acc_student"} <= set(out)
     assert all(0 <= float(out[k]) <= 1 for k in ("disc/acc_teacher", "disc/acc_student"))
     assert same(student_before, params(trainer.student)), "a discriminator update changed the student"
@@ -79,7 +79,7 @@ def test_each_update_moves_only_its_own_players_networks(digits_teacher, kind):
     assert not same(own_before, own), "the discriminator update did not train the discriminator"
 
     own_before = [p.detach().clone() for p in own]
-    out = trainer.update("student")
+    out = trainer.update(trainer.player("student"))
     assert set(out) == {"loss/student/gan", "loss/student/total"}
     assert same(own_before, own), "a student update changed the discriminator"
     assert not same(student_before, params(trainer.student)), "the adversarial term did not reach the student"
@@ -99,9 +99,9 @@ def test_r1_and_spectral_norm_keep_the_game_finite(digits_teacher, kind):
     assert not any(nn.utils.parametrize.is_parametrized(m) for m in trainer.discriminator.student_side_modules())
     r1 = []
     for _ in range(5):
-        out = trainer.update("discriminator")
+        out = trainer.update(trainer.player("discriminator"))
         state = {k: v.clone() for k, v in trainer.discriminator.state_dict().items() if "adapter" not in k}
-        out.update(trainer.update("student"))
+        out.update(trainer.update(trainer.player("student")))
         assert all(math.isfinite(float(v)) for v in out.values()), out
         r1.append(float(out["loss/discriminator/r1"]))
         # not even the power iteration's vectors move in a student update

@@ -57,7 +57,7 @@ def losses_of_one_update(teacher_path, method: str, player: str, precision: str)
     """The loss terms of the first update of `player`: identical weights and batch in every precision."""
     trainer = make_trainer(teacher_path, method, precision)
     torch.manual_seed(1)  # the same noise (or augmentation of the same real batch)
-    return {k: float(v) for k, v in trainer.update(player).items() if k.startswith("loss/")}
+    return {k: float(v) for k, v in trainer.update(trainer.player(player)).items() if k.startswith("loss/")}
 
 
 @pytest.mark.parametrize("precision", precisions())
@@ -99,9 +99,9 @@ def test_training_steps_keep_losses_finite(digits_teacher, method, precision):
 @pytest.mark.parametrize("precision", ["fp32", "bf16", *precisions()[1:]])
 def test_one_grad_scaler_per_optimizer_only_for_fp16(digits_teacher, precision):
     trainer = make_trainer(digits_teacher, "gankd_datafree", precision)
-    assert set(trainer.scalers) == set(trainer.optimizers) == {"generator", "discriminator", "student"}
-    assert len({id(s) for s in trainer.scalers.values()}) == 3
-    assert all(s.is_enabled() == (precision == "fp16") for s in trainer.scalers.values())
+    assert {p.name for p in trainer.players} == {"generator", "discriminator", "student"}
+    assert len({id(p.scaler) for p in trainer.players}) == 3
+    assert all(p.scaler.is_enabled() == (precision == "fp16") for p in trainer.players)
 
 
 @pytest.mark.parametrize("precision", precisions()[1:])
@@ -109,20 +109,20 @@ def test_an_fp16_overflow_skips_only_that_players_step(digits_teacher, precision
     """Each player's loss has its own scale (the generator's bn term is ~15, the student's KL ~1):
     an overflow in one player's backward halves its scale and skips its step, nobody else's."""
     trainer = make_trainer(digits_teacher, "dfq", precision)
-    trainer.update("generator"), trainer.update("student")  # scales are set up on first use
-    generator_scaler, student_scaler = trainer.scalers["generator"], trainer.scalers["student"]
+    trainer.update(trainer.player("generator")), trainer.update(trainer.player("student"))  # scales are set up on first use
+    generator_scaler, student_scaler = trainer.player("generator").scaler, trainer.player("student").scaler
     generator_scaler.update(new_scale=1e30)  # the scaled generator loss cannot pass fp16 activations
     student_scale = student_scaler.get_scale()
     generator_before = [p.detach().clone() for p in trainer.generator.parameters()]
-    trainer.update("generator")
+    trainer.update(trainer.player("generator"))
     assert all(torch.equal(a, b) for a, b in zip(generator_before, trainer.generator.parameters()))
     assert generator_scaler.get_scale() == pytest.approx(0.5e30)
     student_before = [p.detach().clone() for p in trainer.student.parameters()]
-    trainer.update("student")
+    trainer.update(trainer.player("student"))
     assert student_scaler.get_scale() == student_scale
     assert any(not torch.equal(a, b) for a, b in zip(student_before, trainer.student.parameters()))
     # each scale travels with the run checkpoint
     restored = make_trainer(digits_teacher, "dfq", precision)
     restored.load_state_dict(trainer.state_dict())
-    assert restored.scalers["generator"].get_scale() == generator_scaler.get_scale()
-    assert restored.scalers["student"].get_scale() == student_scale
+    assert restored.player("generator").scaler.get_scale() == generator_scaler.get_scale()
+    assert restored.player("student").scaler.get_scale() == student_scale

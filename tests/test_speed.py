@@ -59,7 +59,7 @@ def test_each_network_runs_once_per_update_and_the_teacher_builds_no_graph_unles
     trainer = make_trainer(method, teacher, load_dataset("digits"))
     log = ForwardLog(trainer)
     for _ in range(2):  # the second update of a replay run draws from the pool as well
-        assert log.during(lambda: trainer.update(player)) == expected
+        assert log.during(lambda: trainer.update(trainer.player(player))) == expected
 
 
 def test_a_replay_run_asks_the_generator_only_for_the_fresh_part_of_a_batch(digits_teacher):
@@ -67,14 +67,14 @@ def test_a_replay_run_asks_the_generator_only_for_the_fresh_part_of_a_batch(digi
     sizes = []
     trainer.generator.register_forward_hook(lambda _m, inputs, _o: sizes.append(len(inputs[0])))
     for _ in range(3):
-        trainer.update("student")
+        trainer.update(trainer.player("student"))
     assert trainer.synthetic.n_replay == 8 and sizes == [16, 8, 8]  # then half the batch comes from the pool
     assert trainer.counters["synthetic_samples"] == 32
 
 
 def test_teacher_output_carries_a_graph_only_for_the_generator(digits_teacher):
     trainer = make_trainer("dfq", checkpoint.load_model(digits_teacher).model, load_dataset("digits"))
-    generator_batch, student_batch = trainer.make_batch("generator"), trainer.make_batch("student")
+    generator_batch, student_batch = trainer.make_batch(trainer.player("generator")), trainer.make_batch(trainer.player("student"))
     assert generator_batch.teacher.logits.requires_grad  # the generator learns through the teacher
     assert not student_batch.teacher.logits.requires_grad and student_batch.teacher.logits.grad_fn is None
     assert not any(p.requires_grad for p in trainer.teacher.parameters())
@@ -86,9 +86,9 @@ def test_why_the_teacher_runs_under_no_grad_and_not_inference_mode(digits_teache
     to compute its weight gradient) fails. Under no_grad the same update works."""
     trainer = make_trainer("gankd", checkpoint.load_model(digits_teacher).model, load_dataset("digits"),
                            **{"discriminator.name": "feature"})
-    trainer.set_trainable("discriminator")
+    trainer.set_trainable(trainer.player("discriminator"))
     for context, works in ((torch.no_grad, True), (torch.inference_mode, False)):
-        batch = trainer.make_batch("discriminator")
+        batch = trainer.make_batch(trainer.player("discriminator"))
         with context():
             teacher_outputs = batch.nets.teacher(batch.x, batch.captures["teacher"])
         discriminator_update = lambda: trainer.discriminator(  # noqa: E731
@@ -121,6 +121,6 @@ def test_channels_last_reaches_weights_and_batches(method, players, channels_las
     seen = []
     trainer.teacher.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0]))
     for player in players:
-        trainer.update(player)
+        trainer.update(trainer.player(player))
     assert len(seen) == len(players)
     assert all(x.is_contiguous(memory_format=layout) and x.dim() == 4 and x.shape[1] == 3 for x in seen)

@@ -197,18 +197,18 @@ def test_generator_collapse_is_reported_with_its_step_and_figures(digits_teacher
     trainer = make_trainer(digits_teacher, "ours", **{"trainer.image_every": 5, "trainer.steps": 10})
     test_x = trainer.dataset.test.x
     digit = test_x[:1]  # un-normalised, pixels in [0, 1]
-    trainer.monitor = monitor = Monitor(tmp_path, 10, "test", console=True)
+    trainer.reporter.monitor = monitor = Monitor(tmp_path, 10, "test", console=True)
     trainer.generator = FixedGenerator(trainer.info.normalize(digit))  # every sample the same image
     trainer.step = 1
-    trainer.synthetic_diagnostics()  # within the first 10% of steps: a fresh generator is not reported
+    trainer.reporter.synthetic_diagnostics()  # within the first 10% of steps: a fresh generator is not reported
     trainer.step = 5
-    figures = trainer.synthetic_diagnostics()
+    figures = trainer.reporter.synthetic_diagnostics()
     assert figures["synthetic/diversity"] == 0 and figures["synthetic/class_balance"] == 0
     trainer.step = 6
-    trainer.synthetic_diagnostics()  # still collapsed: said once per episode, not every log line
+    trainer.reporter.synthetic_diagnostics()  # still collapsed: said once per episode, not every log line
     trainer.generator = FixedGenerator(trainer.info.normalize(test_x[:64]))  # real, varied digits
     trainer.step = 7
-    trainer.synthetic_diagnostics()
+    trainer.reporter.synthetic_diagnostics()
     monitor.close()
 
     console = capsys.readouterr().err

@@ -36,9 +36,9 @@ def same(a, b):
 def test_adversarial_term_is_nonzero_and_reaches_the_generator(digits_teacher, method):
     trainer = make_trainer(digits_teacher, method)
     for _ in range(10):  # a fresh student may agree with the teacher nowhere, which empties adv_dkl's mask
-        trainer.update("student")
+        trainer.update(trainer.player("student"))
     before = params(trainer.generator)
-    terms = trainer.update("generator")
+    terms = trainer.update(trainer.player("generator"))
     adversarial = [k for k in terms if k.startswith("loss/generator/adv")]
     assert adversarial and all(terms[k] != 0 for k in adversarial)
     grads = [p.grad for p in trainer.generator.parameters() if p.grad is not None]
@@ -51,7 +51,7 @@ def test_the_student_is_the_student_not_the_teacher(digits_teacher):
     trainer = make_trainer(digits_teacher, "dfad", student=student)
     assert trainer.student is student and trainer.student_probe.inner is student
     assert trainer.teacher_probe.inner is trainer.teacher and trainer.teacher is not student
-    batch = trainer.make_batch("generator")
+    batch = trainer.make_batch(trainer.player("generator"))
     with torch.no_grad():
         assert torch.allclose(batch.student.logits, student(batch.x), atol=1e-5)
         assert not torch.allclose(batch.student.logits, batch.teacher.logits)
@@ -73,11 +73,11 @@ def test_teacher_never_changes(digits_teacher, method):
 def test_student_steps_never_update_the_generator_and_generator_steps_never_the_student(digits_teacher):
     trainer = make_trainer(digits_teacher, "dfad")
     g_before, s_before = params(trainer.generator), params(trainer.student)
-    trainer.update("student")
+    trainer.update(trainer.player("student"))
     assert same(g_before, params(trainer.generator))
     assert not same(s_before, params(trainer.student))
     s_before = params(trainer.student)
-    trainer.update("generator")
+    trainer.update(trainer.player("generator"))
     assert same(s_before, params(trainer.student))
 
 

@@ -9,6 +9,7 @@ student (s_steps). A player takes part when the method gives it at least one ter
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,6 +27,9 @@ class Method:
     terms: dict[str, dict[str, float]]  # player → {term: weight}
     defaults: dict[str, Any] = field(default_factory=dict)  # dotted config keys the recipe sets
     reference: str = ""
+    # A player's own turn, where `repeats` weighted-sum updates are not the method (a synthesis round,
+    # a meta step): called as turn(trainer, player) once per iteration instead of those updates.
+    turns: dict[str, Callable[..., None]] = field(default_factory=dict)
 
     def players(self) -> list[str]:
         return [p for p in PLAYERS if self.terms.get(p)]

@@ -3,26 +3,53 @@ A method picks terms by name and weights them; the trainer sums, logs and checks
 
 `needs` names the internals a term reads through hooks, so the teacher's forward pass records
 BatchNorm statistics or features only when some term will use them.
+
+A term with state (a projection head, a memory bank) is an `nn.Module` class registered with
+`@term_module`: each run builds one instance per player that uses it, from a `TermContext`. Its
+parameters join that player's optimizer and its buffers are saved and restored with the run.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from datafree import losses
 from datafree.batch import Batch
 from datafree.registry import Registry
 
+if TYPE_CHECKING:
+    from datafree.config import Config
+    from datafree.data import DataInfo
+    from datafree.hooks import Probe
+
+
+@dataclass(frozen=True)
+class TermContext:
+    """What a stateful term may look at when it is built (e.g. to size a head to the teacher)."""
+
+    config: "Config"
+    info: "DataInfo"
+    teacher: "Probe | None"
+    student: "Probe"
+    device: torch.device
+
 
 @dataclass(frozen=True)
 class Term:
-    fn: Callable[[Batch], torch.Tensor]
+    fn: Callable[[Batch], torch.Tensor] | None  # a stateless term
     players: tuple[str, ...]
     needs: frozenset[str]  # "teacher.bn", "teacher.penultimate", "{teacher,student}.stages", "features", "image"
     doc: str
+    module: type[nn.Module] | None = None  # a stateful term: built per run and player from a TermContext
+
+    def bind(self, context: TermContext) -> Callable[[Batch], torch.Tensor]:
+        """What computes this term in one run: the function, or a new instance of the module."""
+        return self.fn if self.module is None else self.module(context).to(context.device)
 
 
 TERMS: Registry[Term] = Registry("loss term")
@@ -32,6 +59,14 @@ def term(name: str, players: tuple[str, ...], needs: tuple[str, ...] = ()):
     def add(fn: Callable[[Batch], torch.Tensor]) -> Callable[[Batch], torch.Tensor]:
         TERMS.add(name, Term(fn, players, frozenset(needs), (fn.__doc__ or "").strip()))
         return fn
+    return add
+
+
+def term_module(name: str, players: tuple[str, ...], needs: tuple[str, ...] = ()):
+    """Register an `nn.Module` class whose `forward(batch)` returns the term: a term with state."""
+    def add(cls: type[nn.Module]) -> type[nn.Module]:
+        TERMS.add(name, Term(None, players, frozenset(needs), (cls.__doc__ or "").strip(), module=cls))
+        return cls
     return add
 
 

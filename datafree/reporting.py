@@ -1,0 +1,104 @@
+"""What a run reports while it trains: every loss term of every player averaged between log lines,
+learning rates, throughput and the budget spent; for data-free runs, health figures of a fresh
+synthetic batch (class balance, diversity, agreement), histograms and sample grids, and the
+generator-collapse warning.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from datafree import diagnostics
+from datafree.distributed import mean_across_ranks
+from datafree.models import eval_mode
+from datafree.monitor import Monitor
+
+if TYPE_CHECKING:
+    from datafree.trainer import Trainer
+
+
+class Reporter:
+    def __init__(self, trainer: "Trainer") -> None:
+        self.trainer = trainer
+        gc = trainer.cfg.generator
+        self.collapse = diagnostics.CollapseDetector(gc.collapse_entropy, gc.collapse_diversity)
+        self.monitor: Monitor | None = None
+        self.sums: dict[str, torch.Tensor] = {}  # loss terms summed since the last log line
+        self.counts: dict[str, int] = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"collapsed": self.collapse.collapsed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.collapse.collapsed = state["collapsed"]
+
+    def accumulate(self, values: dict[str, torch.Tensor]) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def log(self, samples_per_s: float) -> None:
+        t = self.trainer
+        keys = sorted(self.sums)
+        means = mean_across_ranks(torch.stack([self.sums[k] / self.counts[k] for k in keys]), t.dist).tolist() if keys else []
+        values = dict(zip(keys, means))
+        self.sums, self.counts = {}, {}
+        for player in t.players:
+            values[f"lr/{player.name}"] = player.optimizer.param_groups[0]["lr"]
+        values["throughput/samples_per_s"] = samples_per_s * t.dist.world_size
+        values["budget/student_steps"] = t.counters["student_steps"]
+        values["budget/synthetic_samples"] = t.counters["synthetic_samples"] * t.dist.world_size
+        values["budget/seconds"] = t.counters["seconds"]
+        if t.generator is not None:
+            values.update(self.synthetic_diagnostics())
+        self.monitor.scalars(t.step, values)
+        figures = {"loss": f"{values.get('loss/student/total', float('nan')):.4f}"}
+        if t.last_eval:
+            figures["acc"] = f"{t.last_eval['student_accuracy']:.2f}%"
+        self.monitor.progress(t.step, figures)
+
+    @torch.no_grad()
+    def synthetic_diagnostics(self) -> dict[str, float]:
+        """Class balance, diversity and agreement on one fresh synthetic batch (eval-mode student),
+        histograms of the teacher's answers and, every image_every steps, a sample grid."""
+        t = self.trainer
+        generator, step, steps = t.generator, t.step, t.cfg.trainer.steps
+        # Drawn aside from the training RNG stream, with the generator's BatchNorm statistics put
+        # back afterwards, so that how often a run logs does not change what it trains.
+        buffers = [b.clone() for b in generator.buffers()]
+        with torch.random.fork_rng(devices=[t.device] if t.device.type == "cuda" else []):
+            x, _ = generator.sample(t.cfg.trainer.batch_size)
+        for b, saved in zip(generator.buffers(), buffers):
+            b.copy_(saved)
+        t_logits = t.teacher(x)
+        with eval_mode(t.student):
+            s_logits = t.student(x)
+        balance, spread = diagnostics.class_balance(t_logits), diagnostics.diversity(x)
+        counts = torch.bincount(t_logits.argmax(1), minlength=t.info.num_classes)
+        message = None
+        if step > steps // 10:  # a fresh generator is collapsed by construction: let it warm up
+            message = self.collapse.check(step, balance, spread, int(counts.argmax()), float(counts.max() / counts.sum()))
+        if message:
+            self.monitor.message(message)
+            self.monitor.text(step, "synthetic/collapse", message)
+        self.monitor.histogram(step, "synthetic/teacher_class", t_logits.argmax(1), bins=np.arange(t.info.num_classes + 1) - 0.5)
+        self.monitor.histogram(step, "synthetic/teacher_max_prob", F.softmax(t_logits.float(), 1).max(1).values)
+        self.monitor.histogram(step, "synthetic/student_max_prob", F.softmax(s_logits.float(), 1).max(1).values)
+        every = t.cfg.trainer.image_every
+        if t.info.is_image and every and (step % every == 0 or step == steps):
+            self.monitor.image(step, "synthetic/samples", sample_grid(t.info.denormalize(x[:64])))
+        return {"synthetic/class_balance": balance, "synthetic/diversity": spread,
+                "synthetic/agreement": diagnostics.agreement(s_logits, t_logits)}
+
+
+def sample_grid(images: torch.Tensor) -> torch.Tensor:
+    """A grid of up to 64 images, enlarged to at least 32 px so that 8×8 digits are visible."""
+    from torchvision.utils import make_grid
+
+    scale = max(1, 32 // images.shape[-1])
+    if scale > 1:
+        images = F.interpolate(images.float(), scale_factor=scale, mode="nearest")
+    return make_grid(images.clamp(0, 1), nrow=8, padding=2)
