@@ -2,13 +2,13 @@
 
 Each run gets a run directory holding its resolved `config.toml`, TensorBoard events, resumable
 checkpoints (`checkpoints/step_*.pt`), the final model (`teacher.pt` or `student.pt`) and
-`metrics.json`.
+`metrics.json` (the final figures, and what the teacher, student and inputs really were).
 """
 from __future__ import annotations
 
 import json
 import random
-import time
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,16 +18,20 @@ import torch
 from torch import nn
 
 from datafree import checkpoint
-from datafree.config import Config, from_dict, to_toml
-from datafree.data import Dataset, load_dataset
+from datafree.adapt import adapt
+from datafree.config import Config, ModelConfig, from_dict, parse_overrides, read_toml, to_toml
+from datafree.data import Dataset, eval_batches, load_dataset
 from datafree.distributed import Dist, barrier, init_from_env
 from datafree.errors import CheckpointError, ConfigError
+from datafree.inputs import classes_of, load_inputs, with_inputs_of
 from datafree.methods import METHODS
-from datafree.models import count_parameters, create_model
+from datafree.models import check_model_io, count_parameters
 from datafree.monitor import Monitor
+from datafree.rundir import prepare_run_dir
+from datafree.sources import Network, call_factory, from_file, student_network, teacher_network
+from datafree.spec import InputSpec
 from datafree.trainer import Trainer
-
-RUN_FILES = ("config.toml", "metrics.json", "student.pt", "teacher.pt")
+from datafree.userdata import check_test_data, read_test_data
 
 
 @dataclass
@@ -56,31 +60,59 @@ def train_teacher(model: str | None = None, data: str | None = None, *, steps: i
 
 
 def distill(teacher: str | Path | nn.Module, student: str | nn.Module | None = None, method: str | None = None, *,
-            data: str | None = None, steps: int | None = None, seed: int | None = None,
-            run_dir: str | Path | None = None, config: Config | str | Path | None = None,
+            input_shape: tuple[int, ...] | list[int] | None = None, num_classes: int | None = None,
+            mean: tuple[float, ...] | list[float] | None = None, std: tuple[float, ...] | list[float] | None = None,
+            test_data: Any = None, data: str | InputSpec | None = None, steps: int | None = None,
+            seed: int | None = None, run_dir: str | Path | None = None, config: Config | str | Path | None = None,
             overrides: dict[str, Any] | list[str] | None = None, quiet: bool = False) -> Result:
-    """Distill `teacher` (a checkpoint path or an nn.Module) into `student` (a registered model
-    name or an nn.Module) with `method`. `student` and `method` default to the config's (a Config or
-    a TOML path), else to digits_cnn_half and `ours`. `data` defaults to the config's, else to the
-    teacher checkpoint's data set; it provides the input description and the test set (data-free
-    methods never see its training split)."""
+    """Distill `teacher` into `student` with `method` (default: the config's, else `ours`).
+
+    - `teacher`: an nn.Module, or a file: a datafree checkpoint, a TorchScript archive, or the
+      weights of `overrides={"teacher.factory": "pkg.mod:fn"}`.
+    - `student`: a registered model name (default digits_cnn_half), or an nn.Module.
+    - The inputs: `input_shape` (with `mean`/`std` when the teacher normalises its inputs, and
+      `num_classes` when you want it checked; it is read from the teacher otherwise), or an
+      `InputSpec` as `data`, or a registered data set name as `data`. A datafree teacher
+      checkpoint records its inputs, so none of these are needed with one.
+    - `test_data` (optional, with your own inputs): `(x, y)` or `(x,)` tensors/arrays, a Dataset,
+      a DataLoader, a .npz file or an image folder. Without labelled test data the run reports
+      the student's agreement with the teacher (on unlabelled inputs and on held-out synthetic
+      samples) instead of accuracy.
+    """
     teacher_module = teacher if isinstance(teacher, nn.Module) else None
     student_module = student if isinstance(student, nn.Module) else None
+    if isinstance(data, InputSpec):
+        input_shape, num_classes = data.input_shape, data.num_classes if num_classes is None else num_classes
+        mean, std = (data.mean, data.std) if mean is None else (mean, std)
+        data = None
+    elif data is not None and not isinstance(data, str):
+        raise ConfigError(f"data= takes a registered data set name or an InputSpec (got {type(data).__name__}); "
+                          f"pass your own test inputs as test_data=")
+    file_test_data = isinstance(test_data, (str, Path))
     if config is None:
-        student, method = student or "digits_cnn_half", method or "ours"
-        if data is None and teacher_module is None:
-            data = teacher_data(teacher)
-    cfg = make_config(config, overrides, {
+        student, method = student if student is not None else "digits_cnn_half", method or "ours"
+    arguments: dict[str, Any] = {
         "teacher.checkpoint": None if teacher_module is not None else str(teacher), "method.name": method,
-        "student.name": None if student_module is not None else student, "data.name": data,
-        "trainer.steps": steps, "trainer.seed": seed, "run.dir": str(run_dir) if run_dir else None})
-    return run("distill", cfg, teacher_module=teacher_module, student_module=student_module, quiet=quiet)
+        "student.name": None if student_module is not None or student is None else student, "data.name": data,
+        "trainer.steps": steps, "trainer.seed": seed, "run.dir": str(run_dir) if run_dir else None,
+        "data.test_data": str(test_data) if file_test_data else None}
+    if input_shape is not None:
+        arguments.update({"data.input_shape": [int(d) for d in input_shape], "data.num_classes": num_classes or 0,
+                          "data.mean": list(mean or ()), "data.std": list(std or ())})
+    elif num_classes is not None or mean is not None or std is not None:
+        raise ConfigError("num_classes, mean and std describe your own inputs: give input_shape too")
+    if student_module is not None:
+        arguments["student.name"] = ""
+    cfg = make_config(config, overrides, arguments)
+    return run("distill", cfg, teacher_module=teacher_module, student_module=student_module,
+               test_data=None if file_test_data else test_data, quiet=quiet)
 
 
 def resume(run_dir: str | Path, quiet: bool = False, teacher: nn.Module | None = None,
-           student: nn.Module | None = None) -> Result:
+           student: nn.Module | None = None, test_data: Any = None) -> Result:
     """Continue a stopped run exactly where its latest checkpoint left it. A run that had already
-    finished is not trained again: its saved model and metrics are returned (already_finished)."""
+    finished is not trained again: its saved model and metrics are returned (already_finished).
+    A run started with Python modules or in-memory test data needs them passed again."""
     run_dir = Path(run_dir)
     state = checkpoint.load_latest_run(run_dir)
     cfg = from_dict(state["config"])
@@ -88,47 +120,66 @@ def resume(run_dir: str | Path, quiet: bool = False, teacher: nn.Module | None =
     if state["step"] >= cfg.trainer.steps:
         model_path, metrics_path = final_model_path(command, cfg, run_dir), run_dir / "metrics.json"
         if model_path.is_file() and metrics_path.is_file():  # else it stopped between its last checkpoint and these
+            if student is None and cfg.student.factory:  # resuming a run folder trusts its config (README)
+                spec = InputSpec.from_dict(state["notes"]["inputs"])
+                student = call_factory(cfg.student.factory, cfg.student.args, spec)
             model = checkpoint.load_model(model_path, student).model
-            return Result(model, json.loads(metrics_path.read_text()), run_dir, model_path, already_finished=True)
-    return run(command, cfg, teacher_module=teacher, student_module=student, resume_state=state,
+            return Result(model, numbers(json.loads(metrics_path.read_text())), run_dir, model_path, already_finished=True)
+    return run(command, cfg, teacher_module=teacher, student_module=student, test_data=test_data, resume_state=state,
                quiet=quiet, run_dir=run_dir)
 
 
-def evaluate(model: str | Path | nn.Module, data: str | None = None, data_root: str = "data",
+def evaluate(model: str | Path | nn.Module, data: str | None = None, *, test_data: Any = None,
+             input_shape: tuple[int, ...] | None = None, mean: tuple[float, ...] | None = None,
+             std: tuple[float, ...] | None = None, factory: str | None = None, data_root: str = "data",
              batch_size: int = 1024) -> dict[str, float]:
-    """Test accuracy (%) of a model checkpoint (or module, with `data`) on its data set's test split."""
-    from datafree.data import eval_batches
-
+    """Test accuracy (%) of a model on a registered data set's test split (`data`; default: the one
+    its checkpoint records) or on your own labelled `test_data`. `model` is an nn.Module, a
+    datafree checkpoint, a TorchScript archive, or the weights of `factory` ("pkg.mod:fn")."""
     if isinstance(model, nn.Module):
-        if data is None:
-            raise ConfigError("evaluate(module) needs data=<data set name>")
-        net, dataset = model, load_dataset(data, data_root)
+        network = Network(model, "module", type(model).__qualname__)
     else:
-        ckpt = checkpoint.load_model(model)
-        net, dataset = ckpt.model, load_dataset(data or ckpt.info.name.split(":")[0], data_root)
+        section = ModelConfig(name="", factory=factory or "")
+        section.check("model")
+        network = from_file(model, section, "model", None)
+    spec = network.spec
+    if input_shape is not None:
+        spec = InputSpec(tuple(input_shape), spec.num_classes if spec else None, mean, std)
+    if test_data is not None:
+        if data is not None:
+            raise ConfigError("give either data (a registered data set) or test_data (your own), not both")
+        if spec is None:
+            raise ConfigError("the model does not record its inputs: give input_shape (and mean/std if it normalises)")
+        split = read_test_data(test_data, spec)
+        spec = spec.with_classes(spec.num_classes or classes_of(network, spec))
+        check_test_data(split, spec)
+    else:
+        name = data or (spec.name.split(":")[0] if spec is not None else None)
+        if name is None or name == "custom":
+            raise ConfigError("the model records no registered data set; pass one (data=, --data) or labelled test data "
+                              "(test_data=, --test-data)")
+        dataset = load_dataset(name, data_root)
+        spec, split = dataset.info, dataset.test
+    if split.y is None:
+        raise ConfigError("the test data has no labels, so there is no accuracy to measure; pass (x, y)")
+    net = network.module
+    check_model_io(net, network.label(), spec.num_classes, spec.input_shape)
     device = next(net.parameters()).device
     net.eval()
     correct = 0
     with torch.no_grad():
-        for x, y in eval_batches(dataset.test, dataset.info, batch_size, device):
+        for x, y in eval_batches(split, spec, batch_size, device):
             correct += int((net(x).argmax(1) == y).sum())
-    return {"accuracy": 100 * correct / len(dataset.test), "parameters": count_parameters(net)}
+    return {"accuracy": 100 * correct / len(split), "parameters": count_parameters(net), "samples": len(split)}
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-def teacher_data(path: str | Path) -> str:
-    """The data set a teacher checkpoint was trained on (distill's default data set)."""
-    return checkpoint.load_model(path).info.name.split(":")[0]
 
 
 def make_config(config: Config | str | Path | None, overrides: dict[str, Any] | list[str] | None,
                 arguments: dict[str, Any]) -> Config:
     """Function arguments (None = not given) on top of `config` (a Config, or a TOML file whose
     method recipe is merged for the method finally chosen), then explicit overrides."""
-    from datafree.config import parse_overrides, read_toml
-
     items = {k: v for k, v in arguments.items() if v is not None}
     items.update(parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {}))
     if isinstance(config, Config):
@@ -144,31 +195,46 @@ def make_config(config: Config | str | Path | None, overrides: dict[str, Any] | 
 
 
 def run(command: str, cfg: Config, teacher_module: nn.Module | None = None, student_module: nn.Module | None = None,
-        resume_state: dict[str, Any] | None = None, quiet: bool = False, run_dir: Path | None = None) -> Result:
+        test_data: Any = None, resume_state: dict[str, Any] | None = None, quiet: bool = False,
+        run_dir: Path | None = None) -> Result:
     """Build everything a config describes, train, save and report. `run_dir` (resume only) is an
     existing run directory to continue in."""
     dist = init_from_env(cfg.trainer.device)
     seed_everything(cfg.trainer.seed)
-    dataset = load_dataset(cfg.data.name, cfg.data.root, cfg.data.download, cfg.data.image_size)
-    notes: dict[str, Any] = {"command": command}
+    # The config as asked for, before the automatic choices below complete it (the bench recognises
+    # a half-done run of a suite by it).
+    requested = resume_state["notes"].get("requested_config") if resume_state else None
+    notes: dict[str, Any] = {"command": command, "requested_config": requested or cfg.to_dict()}
+    method = METHODS.get(cfg.method.name)
     if command == "train-teacher":
-        teacher, arch_cfg = None, cfg.teacher
-        student = student_module or build_model("teacher", cfg.teacher.name, cfg.teacher.args, dataset)
+        teacher = None
         cfg = as_student_run(cfg)
     else:
-        teacher = teacher_module or load_teacher(cfg, dataset, notes, resume_state)
-        arch_cfg = cfg.student
-        student = student_module or build_model("student", cfg.student.name, cfg.student.args, dataset)
-    arch = {"name": arch_cfg.name, "args": arch_cfg.args} if student_module is None else None
+        teacher = load_teacher(cfg, teacher_module, resume_state, notes)
+        cfg = with_inputs_of(cfg, teacher)
+    dataset = load_inputs(cfg, teacher, test_data)
+    if method.data == "real" and dataset.train is None:
+        raise ConfigError(f"method {method.name!r} trains on real labelled data, which your own inputs "
+                          f"(data.input_shape) do not include: use a data-free method, or register your data set "
+                          f"(datafree.register_dataset) and name it")
+    if teacher is not None and teacher.spec is not None and cfg.data.name:
+        check_teacher_data(cfg, teacher.spec, dataset.info)
+    cfg, choices = adapt(cfg, dataset.info, teacher)
+    student = student_network(cfg.student, dataset.info, student_module)
+    cfg = with_provenance(cfg, teacher, student)
+    notes.update(inputs=dataset.info.to_dict(), student=student.provenance(),
+                 **({"teacher": teacher.provenance()} if teacher is not None else {}))
+    if choices and dist.is_main and not quiet:
+        print(f"datafree: {choices}", file=sys.stderr)
 
-    trainer = Trainer(cfg, dataset, student, teacher, None, dist, notes)
+    trainer = Trainer(cfg, dataset, student.module, teacher.module if teacher is not None else None, None, dist, notes)
     if resume_state is not None:
         trainer.load_state_dict(resume_state)
     # Only now, with every input checked, does the run touch the disk: a refused run leaves nothing
     # behind, and --overwrite never clears an old run for a new one that cannot start.
-    run_dir = run_dir or prepare_run_dir(cfg, command, dist)
+    run_dir = run_dir or prepare_run_dir(cfg, command, dist, student.label())
     trainer.run_dir = run_dir
-    description = f"{command} {cfg.method.name}" if command == "distill" else f"{command} {arch_cfg.name}"
+    description = f"{command} {cfg.method.name}" if command == "distill" else f"{command} {student.label()}"
     monitor = Monitor(run_dir if dist.is_main else None, cfg.trainer.steps, description,
                       console=dist.is_main and not quiet, start_step=trainer.step)
     if dist.is_main:
@@ -178,8 +244,11 @@ def run(command: str, cfg: Config, teacher_module: nn.Module | None = None, stud
         metrics = trainer.summary()
         saved = None
         if dist.is_main:
-            saved = save_final_model(command, cfg, run_dir, trainer, dataset, arch, metrics)
-            (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            saved = save_final_model(command, cfg, run_dir, trainer, dataset, student.arch, metrics)
+            record = {**metrics, **{k: notes[k] for k in ("teacher", "student", "inputs") if k in notes}}
+            if choices:
+                record["automatic_choices"] = choices
+            (run_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
             monitor.hparams(hparams_of(cfg, command), {f"final/{k}": float(v) for k, v in metrics.items()})
         barrier(dist)
     finally:
@@ -187,46 +256,65 @@ def run(command: str, cfg: Config, teacher_module: nn.Module | None = None, stud
     return Result(trainer.student, metrics, run_dir, saved)
 
 
-def build_model(section: str, name: str, args: dict[str, Any], dataset: Dataset) -> nn.Module:
-    """A registered model for this data set; its class count and input shape come from the data."""
-    info = dataset.info
-    for reserved, value in (("num_classes", info.num_classes), ("input_shape", tuple(info.input_shape))):
-        if reserved in args:
-            raise ConfigError(f"config key '{section}.args.{reserved}' cannot be set: it comes from data set "
-                              f"{info.name} ({value}); remove it")
-    return create_model(name, info.num_classes, info.input_shape, **args)
+def numbers(record: dict[str, Any]) -> dict[str, float]:
+    """The figures of a metrics.json, without its provenance tables."""
+    return {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def as_student_run(cfg: Config) -> Config:
     """train-teacher trains the teacher architecture in the student's seat of the trainer."""
     raw = cfg.to_dict()
     raw["student"] = {k: v for k, v in raw["teacher"].items() if k != "checkpoint"}
-    return from_dict(raw)
+    adapted = from_dict(raw)
+    adapted.given = cfg.given
+    return adapted
 
 
-def load_teacher(cfg: Config, dataset: Dataset, notes: dict[str, Any], resume_state: dict[str, Any] | None) -> nn.Module | None:
-    method = METHODS.get(cfg.method.name)
-    if not cfg.teacher.checkpoint:
-        if method.name == "scratch":
-            return None
-        raise ConfigError(f"method {method.name!r} needs a teacher: pass --teacher teacher.pt (train one with `datafree train-teacher`)")
+def load_teacher(cfg: Config, module: nn.Module | None, resume_state: dict[str, Any] | None,
+                 notes: dict[str, Any]) -> Network | None:
+    if module is not None:
+        return Network(module, "module", cfg.teacher.source or type(module).__qualname__)
+    if not cfg.teacher.checkpoint and METHODS.get(cfg.method.name).name == "scratch":
+        return None
     try:
-        ckpt = checkpoint.load_model(cfg.teacher.checkpoint)
+        network = teacher_network(cfg.teacher, None)
     except CheckpointError as e:
         if resume_state is None or Path(cfg.teacher.checkpoint).exists():
             raise
         raise CheckpointError(f"{e}; the run being resumed reads its teacher from there (its teacher.checkpoint), "
                               f"so resume it from the folder it was started in") from None
-    t, d = ckpt.info, dataset.info
-    if (t.num_classes, tuple(t.input_shape)) != (d.num_classes, tuple(d.input_shape)):
-        raise ConfigError(f"teacher {cfg.teacher.checkpoint} was trained on {t.name} ({t.num_classes} classes, inputs "
-                          f"{tuple(t.input_shape)}) but data set {d.name} has {d.num_classes} classes, inputs "
-                          f"{tuple(d.input_shape)}; pass --data {t.name.split(':')[0]}")
     notes["teacher_digest"] = checkpoint.file_digest(cfg.teacher.checkpoint)
     if resume_state is not None and resume_state["notes"].get("teacher_digest") not in (None, notes["teacher_digest"]):
         raise ConfigError(f"teacher file {cfg.teacher.checkpoint} changed since this run started, so resuming would not "
                           f"continue the same run; put the original file back (or start a new run with this teacher)")
-    return ckpt.model
+    return network
+
+
+def check_teacher_data(cfg: Config, t: InputSpec, d: InputSpec) -> None:
+    if (t.num_classes, tuple(t.input_shape)) != (d.num_classes, tuple(d.input_shape)):
+        raise ConfigError(f"teacher {cfg.teacher.checkpoint} was trained on {t.name} ({t.num_classes} classes, inputs "
+                          f"{tuple(t.input_shape)}) but data set {d.name} has {d.num_classes} classes, inputs "
+                          f"{tuple(d.input_shape)}; pass --data {t.name.split(':')[0]}")
+
+
+def with_provenance(cfg: Config, teacher: Network | None, student: Network) -> Config:
+    """Record in the config what the networks really were: a Python module under its class name and
+    size, never a registered name it did not use."""
+    changes: dict[str, Any] = {}
+    if teacher is not None:  # (train-teacher has none: its model sits in the student's seat)
+        changes["teacher.name"] = (teacher.arch or {}).get("name", "")
+    for section, network in (("teacher", teacher), ("student", student)):
+        if network is not None and network.kind != "registered":
+            p = network.provenance()
+            changes[f"{section}.source"] = f"{p['kind']} {p['class']} ({p['parameters']:,} parameters)" + (
+                f" from {p['source']}" if p["kind"] != "module" else "")
+    if student.kind == "module":
+        changes["student.name"] = ""
+    if not changes:
+        return cfg
+    adapted = from_dict(cfg.to_dict(), changes)
+    adapted.given = cfg.given
+    return adapted
 
 
 def final_model_path(command: str, cfg: Config, run_dir: Path) -> Path:
@@ -237,73 +325,16 @@ def final_model_path(command: str, cfg: Config, run_dir: Path) -> Path:
 
 def save_final_model(command: str, cfg: Config, run_dir: Path, trainer: Trainer, dataset: Dataset,
                      arch: dict[str, Any] | None, metrics: dict[str, float]) -> Path:
+    keys = {"student_accuracy": "test_accuracy", "teacher_accuracy": "teacher_accuracy", "agreement": "agreement"}
     if command == "train-teacher":
-        model_metrics = {"test_accuracy": metrics["student_accuracy"]}
-    else:
-        model_metrics = {"test_accuracy": metrics["student_accuracy"], "teacher_accuracy": metrics.get("teacher_accuracy", 0.0),
-                         "agreement": metrics.get("agreement", 0.0)}
+        keys = {"student_accuracy": "test_accuracy"}
+    model_metrics = {new: metrics[old] for old, new in keys.items() if old in metrics}
     return checkpoint.save_model(trainer.student, dataset.info, final_model_path(command, cfg, run_dir), arch, model_metrics)
 
 
-def prepare_run_dir(cfg: Config, command: str, dist: Dist) -> Path:
-    """The run directory: refuse to reuse a non-empty one unless run.overwrite is set, and then
-    remove only the files datafree itself writes there. train-teacher likewise refuses to replace
-    an existing --out file without run.overwrite (and then replaces it only when done)."""
-    if cfg.run.dir:
-        run_dir = Path(cfg.run.dir)
-    else:
-        name = cfg.teacher.name if command == "train-teacher" else f"{cfg.method.name}-{cfg.student.name}"
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = Path("runs") / f"{command}-{cfg.data.name}-{name}-s{cfg.trainer.seed}-{stamp}"
-        suffix = 1
-        while run_dir.exists():
-            run_dir = run_dir.with_name(f"{run_dir.name.split('+')[0]}+{suffix}")
-            suffix += 1
-    if dist.is_main:
-        if run_dir.exists() and not run_dir.is_dir():
-            raise ConfigError(f"run directory {run_dir} is a file; choose another --run-dir")
-        out = Path(cfg.teacher.checkpoint) if command == "train-teacher" and cfg.teacher.checkpoint else None
-        if out is not None and out.exists() and not cfg.run.overwrite:
-            raise ConfigError(f"teacher checkpoint {out} already exists; pass --overwrite to replace it or choose another --out")
-        if run_dir.is_dir() and any(run_dir.iterdir()):
-            if not cfg.run.overwrite:
-                raise ConfigError(f"run directory {run_dir} already exists; pass --resume {run_dir} to continue it "
-                                  f"or --overwrite to replace it")
-            teacher = real_path(Path(cfg.teacher.checkpoint)) if command != "train-teacher" and cfg.teacher.checkpoint else None
-            if teacher is not None and any(teacher == e or e in teacher.parents for e in map(real_path, run_files(run_dir))):
-                raise ConfigError(f"--overwrite would delete {cfg.teacher.checkpoint}, the teacher this run reads; "
-                                  f"copy it elsewhere first or choose another --run-dir")
-            clear_run_dir(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-    barrier(dist)
-    return run_dir
-
-
-def run_files(run_dir: Path) -> list[Path]:
-    """What datafree writes in a run directory (and --overwrite removes): never the whole of
-    checkpoints/, only the run checkpoints in it."""
-    found = [entry for entry in run_dir.iterdir() if entry.name in RUN_FILES or entry.name.startswith("events.out.tfevents")]
-    # checkpoints/ may hold other files too (e.g. checkpoints/teachers/ with --run-dir .)
-    return found + checkpoint.list_run_checkpoints(run_dir) + checkpoint.unfinished_writes(run_dir)
-
-
-def real_path(path: Path) -> Path:
-    """`path` with its folder resolved but not a final symbolic link (deleting a link spares its target)."""
-    return path.absolute().parent.resolve() / path.name
-
-
-def clear_run_dir(run_dir: Path) -> None:
-    import shutil
-
-    for entry in run_files(run_dir):
-        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-    folder = run_dir / "checkpoints"
-    if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
-        folder.rmdir()
-
-
 def hparams_of(cfg: Config, command: str) -> dict[str, Any]:
-    return {"command": command, "data": cfg.data.name, "method": cfg.method.name, "student": cfg.student.name,
+    return {"command": command, "data": cfg.data.name or "custom", "method": cfg.method.name,
+            "student": cfg.student.name or cfg.student.factory or cfg.student.source,
             "teacher": cfg.teacher.checkpoint or cfg.teacher.name, "steps": cfg.trainer.steps,
             "batch_size": cfg.trainer.batch_size, "seed": cfg.trainer.seed, "lr": cfg.student.optim.lr,
             "temperature": cfg.method.temperature, "g_steps": cfg.trainer.g_steps, "s_steps": cfg.trainer.s_steps}

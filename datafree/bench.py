@@ -406,7 +406,8 @@ def reusable_state(run_dir: Path, fp: str) -> dict[str, Any] | None:
         state = checkpoint.load_latest_run(run_dir)
     except CheckpointError:
         return None
-    if fingerprint(state["config"], state.get("notes", {}).get("teacher_digest", "")) != fp:
+    notes = state.get("notes", {})
+    if fingerprint(notes.get("requested_config", state["config"]), notes.get("teacher_digest", "")) != fp:
         return None
     return state
 

@@ -14,13 +14,13 @@ import torch
 from torch import nn
 
 from datafree.config import Config, DiscriminatorConfig, GeneratorConfig
-from datafree.data import DataInfo
+from datafree.spec import InputSpec
 from datafree.distributed import Dist, wrap
 from datafree.errors import ConfigError
 from datafree.hooks import Probe, find_stage_layers, output_shape
 from datafree.methods import METHODS, PLAYERS, Method
 from datafree.methods.terms import TERMS, TermContext
-from datafree.models import check_model_io, dry_forward, eval_mode
+from datafree.models import check_model_io, count_parameters, dry_forward, eval_mode
 from datafree.players import Player
 from discriminators import DISCRIMINATORS, Discriminator, apply_spectral_norm
 from discriminators.losses import GAN_LOSSES
@@ -59,7 +59,7 @@ def pick_device(name: str, d: Dist) -> torch.device:
     return device
 
 
-def assemble(cfg: Config, info: DataInfo, student: nn.Module, teacher: nn.Module | None, dist: Dist) -> Assembly:
+def assemble(cfg: Config, info: InputSpec, student: nn.Module, teacher: nn.Module | None, dist: Dist) -> Assembly:
     """Check the networks against each other and the input, move them to the device, build the
     generator and discriminator the method needs, and one player record per learner."""
     settings = cfg.trainer
@@ -83,9 +83,12 @@ def assemble(cfg: Config, info: DataInfo, student: nn.Module, teacher: nn.Module
         check_teacher(teacher, student, info)  # before check_model_io: it names both class counts
     check_model_io(student, cfg.student.name, info.num_classes, shape)
     if teacher is not None:
-        teacher = teacher.to(device, memory_format=memory_format).eval().requires_grad_(False)
+        teacher = teacher.to(device, memory_format=memory_format).eval()
+        for p in teacher.parameters():  # (a TorchScript module has no requires_grad_ of its own)
+            p.requires_grad_(False)
     student = student.to(device, memory_format=memory_format).train()
-    generator = build_generator(cfg.generator, info, device, memory_format) if method.data == "synthetic" else None
+    generator = (build_generator(cfg.generator, info, device, memory_format, student)
+                 if method.data == "synthetic" else None)
     uses_features = "discriminator" in names and DISCRIMINATORS.get(cfg.discriminator.name).uses_features
     layers = feature_layers(cfg.discriminator, teacher, student, info) if uses_features else ("", "")
     discriminator = (build_discriminator(cfg.discriminator, info, teacher, student, layers, device)
@@ -130,7 +133,7 @@ def assemble(cfg: Config, info: DataInfo, student: nn.Module, teacher: nn.Module
                     teacher_probe, student_probe, discriminator_ddp, generator_ddp, captures, players)
 
 
-def check_teacher(teacher: nn.Module, student: nn.Module, info: DataInfo) -> None:
+def check_teacher(teacher: nn.Module, student: nn.Module, info: InputSpec) -> None:
     """Teacher and student must answer with the same number of classes as the data set has."""
     def classes(net: nn.Module) -> int | None:
         try:
@@ -155,10 +158,13 @@ def check_teacher(teacher: nn.Module, student: nn.Module, info: DataInfo) -> Non
                           f"use the data set the teacher was trained on")
 
 
-def build_generator(gc: GeneratorConfig, info: DataInfo, device: torch.device,
-                    memory_format: torch.memory_format) -> Generator:
+def build_generator(gc: GeneratorConfig, info: InputSpec, device: torch.device,
+                    memory_format: torch.memory_format, student: nn.Module) -> Generator:
+    if "reference_parameters" in gc.args:
+        raise ConfigError("config key 'generator.args.reference_parameters' is set from the student; remove it "
+                          "(set generator.args.width to size the generator yourself)")
     try:
-        generator = GENERATORS.get(gc.name)(info, **gc.args)
+        generator = GENERATORS.get(gc.name)(info, reference_parameters=count_parameters(student), **gc.args)
     except TypeError as e:
         raise ConfigError(f"generator {gc.name!r} does not take these arguments {gc.args}: {e}") from None
     generator = generator.to(device, memory_format=memory_format).train()
@@ -170,7 +176,7 @@ def build_generator(gc: GeneratorConfig, info: DataInfo, device: torch.device,
     return generator
 
 
-def feature_layers(dc: DiscriminatorConfig, teacher: nn.Module, student: nn.Module, info: DataInfo) -> tuple[str, str]:
+def feature_layers(dc: DiscriminatorConfig, teacher: nn.Module, student: nn.Module, info: InputSpec) -> tuple[str, str]:
     """Layers a feature discriminator reads: configured, or each network's deepest feature map."""
     def deepest(model: nn.Module, configured: str) -> str:
         if configured:
@@ -184,7 +190,7 @@ def feature_layers(dc: DiscriminatorConfig, teacher: nn.Module, student: nn.Modu
     return deepest(teacher, dc.teacher_layer), deepest(student, dc.student_layer)
 
 
-def build_discriminator(dc: DiscriminatorConfig, info: DataInfo, teacher: nn.Module, student: nn.Module,
+def build_discriminator(dc: DiscriminatorConfig, info: InputSpec, teacher: nn.Module, student: nn.Module,
                         layers: tuple[str, str], device: torch.device) -> Discriminator:
     cls = DISCRIMINATORS.get(dc.name)
     t_shape = s_shape = (info.num_classes,)
@@ -200,7 +206,7 @@ def build_discriminator(dc: DiscriminatorConfig, info: DataInfo, teacher: nn.Mod
     return discriminator.to(device)
 
 
-def term_captures(weights: dict[str, dict[str, float]], info: DataInfo,
+def term_captures(weights: dict[str, dict[str, float]], info: InputSpec,
                   discriminator: Discriminator | None) -> dict[str, dict[str, set[str]]]:
     """Per player: which internals ("bn", "stages", ...) the teacher's and the student's forward
     passes must record for that player's terms. Terms that cannot work here are errors."""
@@ -223,7 +229,7 @@ def term_captures(weights: dict[str, dict[str, float]], info: DataInfo,
     return captures
 
 
-def check_attention(teacher: Probe, student: Probe, info: DataInfo, device: torch.device) -> None:
+def check_attention(teacher: Probe, student: Probe, info: InputSpec, device: torch.device) -> None:
     """The 'at' term compares feature maps of equal resolution: there must be at least one."""
     x = torch.zeros(2, *info.input_shape, device=device)
     with eval_mode(student.inner):

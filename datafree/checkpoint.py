@@ -1,7 +1,7 @@
 """Checkpoints: one file format for trained models, one for resumable runs; safe loading; atomic writes.
 
 A **model checkpoint** (teacher or student) holds the model's registry name and arguments, its
-weights, the data set's `DataInfo` and the measured test accuracy, so `datafree distill
+weights, the data set's `InputSpec` and the measured test accuracy, so `datafree distill
 --teacher teacher.pt` needs nothing else. A **run checkpoint** holds everything to continue a
 run exactly (every player, optimizer, scheduler, RNG state, replay pool, config).
 
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from datafree.data import DataInfo
+from datafree.spec import InputSpec
 from datafree.errors import CheckpointError, DatafreeError
 
 MODEL_FORMAT = "datafree.model/1"
@@ -35,7 +35,7 @@ RUN_FORMAT = "datafree.run/1"
 class ModelCheckpoint:
     model: nn.Module
     arch: dict[str, Any] | None  # {"name": registry name, "args": {...}}; None for a custom nn.Module
-    info: DataInfo
+    info: InputSpec
     metrics: dict[str, float]
 
 
@@ -137,7 +137,7 @@ def short(e: BaseException) -> str:
 # Model checkpoints
 
 
-def save_model(model: nn.Module, info: DataInfo, path: str | Path, arch: dict[str, Any] | None = None,
+def save_model(model: nn.Module, info: InputSpec, path: str | Path, arch: dict[str, Any] | None = None,
                metrics: dict[str, float] | None = None) -> Path:
     """Write a model checkpoint. `arch` = {"name": registry name, "args": {...}} lets
     `load_model` rebuild the model; without it the caller must supply the module to load into."""
@@ -156,12 +156,15 @@ def load_model(path: str | Path, model: nn.Module | None = None) -> ModelCheckpo
     obj = safe_load(path, MODEL_FORMAT)
     damaged = f"{path} is a damaged model checkpoint"
     try:
-        info = DataInfo.from_dict(obj["data"])
+        info = InputSpec.from_dict(obj["data"])
         arch = obj["arch"]
         metrics = dict(obj.get("metrics", {}))
         if model is None:
             if arch is None:
                 raise CheckpointError(f"{path} holds weights of a custom model; pass the nn.Module to load them into")
+            if "factory" in arch:  # rebuilding it would import and run that code: only when asked
+                raise CheckpointError(f"{path} holds weights of a model built by {arch['factory']}; pass --factory "
+                                      f"{arch['factory']} (this runs that code), or the nn.Module to load them into")
             model = create_model(arch["name"], info.num_classes, info.input_shape, **arch.get("args", {}))
     except CheckpointError:
         raise

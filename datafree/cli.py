@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any
 
-from datafree.errors import DatafreeError
+from datafree.errors import DatafreeError, Interrupted
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,15 +34,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(teacher)
 
     distill = commands.add_parser("distill", help="distill a teacher into a student")
-    distill.add_argument("--teacher", help="teacher checkpoint (teacher.checkpoint)")
+    distill.add_argument("--teacher", help="teacher file: a datafree checkpoint, a TorchScript archive, or the weights "
+                                           "of --teacher-factory (teacher.checkpoint)")
+    distill.add_argument("--teacher-factory", metavar="MODULE:FUNCTION",
+                         help="function that builds the teacher; --teacher holds its weights (runs your code)")
     distill.add_argument("--student", help="registered model name (student.name)")
+    distill.add_argument("--student-factory", metavar="MODULE:FUNCTION",
+                         help="function that builds the student instead of a registered model (runs your code)")
     distill.add_argument("--method", help="method name (see `datafree list`)")
+    add_input_options(distill)
     add_run_options(distill)
 
-    evaluate = commands.add_parser("evaluate", help="test accuracy of a model checkpoint")
-    evaluate.add_argument("checkpoint")
-    evaluate.add_argument("--data", help="data set (default: the checkpoint's)")
+    evaluate = commands.add_parser("evaluate", help="test accuracy of a model")
+    evaluate.add_argument("checkpoint", help="a datafree checkpoint, a TorchScript archive, or weights for --factory")
+    evaluate.add_argument("--data", help="registered data set (default: the checkpoint's)")
     evaluate.add_argument("--data-root", default="data")
+    evaluate.add_argument("--factory", metavar="MODULE:FUNCTION", help="function that builds the model (runs your code)")
+    add_input_options(evaluate, run=False)
     evaluate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     listing = commands.add_parser("list", help="registered names")
@@ -68,6 +76,29 @@ def add_common(p: argparse.ArgumentParser, config: bool = True) -> None:
                        help="override a config key, e.g. --set trainer.steps=500 (repeatable)")
 
 
+def numbers_of(kind: type) -> "callable":
+    """An argparse type for comma-separated numbers: 3,32,32 or 0.5,0.5,0.5."""
+    def parse(text: str) -> list:
+        try:
+            return [kind(part) for part in text.replace(" ", "").split(",") if part]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, e.g. 3,32,32 (got {text!r})") from None
+    parse.__name__ = f"{kind.__name__} list"
+    return parse
+
+
+def add_input_options(p: argparse.ArgumentParser, run: bool = True) -> None:
+    """Your own model's inputs, when no registered data set describes them."""
+    p.add_argument("--input-shape", type=numbers_of(int), metavar="C,H,W",
+                   help="what the teacher takes per sample, e.g. 3,32,32 or 20 (data.input_shape)")
+    if run:
+        p.add_argument("--num-classes", type=int, help="class count (default: read from the teacher)")
+    p.add_argument("--mean", type=numbers_of(float), help="the teacher's input normalisation mean, per channel or feature")
+    p.add_argument("--std", type=numbers_of(float), help="its standard deviation (with --mean)")
+    p.add_argument("--test-data", metavar="FILE|FOLDER",
+                   help="your test inputs: a .npz (arrays x, and y when labelled) or an image folder of <class>/ folders")
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
     add_common(p)
     p.add_argument("--data", help="data set name (data.name)")
@@ -84,7 +115,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 def option_overrides(args: argparse.Namespace, mapping: dict[str, str]) -> dict[str, Any]:
     """Command-line options that were given, as dotted config keys."""
     common = {"data": "data.name", "data_root": "data.root", "steps": "trainer.steps", "seed": "trainer.seed",
-              "device": "trainer.device", "run_dir": "run.dir"}
+              "device": "trainer.device", "run_dir": "run.dir", "input_shape": "data.input_shape",
+              "num_classes": "data.num_classes", "mean": "data.mean", "std": "data.std", "test_data": "data.test_data"}
     out = {key: getattr(args, name) for name, key in {**common, **mapping}.items() if getattr(args, name, None) is not None}
     if args.download:
         out["data.download"] = True
@@ -100,7 +132,8 @@ def run_command(args: argparse.Namespace, command: str, mapping: dict[str, str],
     if args.resume:
         # Given = not left at its default: None for options, False for flags, [] for --set (so --seed 0 counts).
         given = [name for name in ("config", "set", "data", "data_root", "download", "steps", "seed", "device", "run_dir",
-                                   "overwrite", "teacher", "student", "method", "model", "out")
+                                   "overwrite", "teacher", "student", "method", "model", "out", "teacher_factory",
+                                   "student_factory", "input_shape", "num_classes", "mean", "std", "test_data")
                  if getattr(args, name, None) is not None and getattr(args, name) is not False and getattr(args, name) != []]
         if given:
             raise DatafreeError(f"--resume continues {args.resume} exactly, with the config saved in it; drop "
@@ -111,8 +144,6 @@ def run_command(args: argparse.Namespace, command: str, mapping: dict[str, str],
             print(f"{command}: run {args.resume} had already finished; nothing to resume (start a new run to train more)")
     else:
         items = {**fixed, **option_overrides(args, mapping)}
-        if command == "distill" and args.teacher and not args.data and not args.config:
-            items["data.name"] = api.teacher_data(args.teacher)
         items.update(parse_overrides(args.set))
         cfg = load(args.config, items)
         result = api.run(command, cfg, quiet=args.quiet)
@@ -124,11 +155,16 @@ def report(command: str, result) -> None:
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return
     m = result.metrics
-    line = f"{command}: test accuracy {m['student_accuracy']:.2f}%"
-    if "teacher_accuracy" in m:
-        line += f" (teacher {m['teacher_accuracy']:.2f}%, agreement {m['agreement']:.2f}%)"
-    line += f", {m['student_steps']} steps, {m['seconds']:.1f} s"
-    print(line)
+    figures = []
+    if "student_accuracy" in m:
+        figures.append(f"test accuracy {m['student_accuracy']:.2f}%" + (
+            f" (teacher {m['teacher_accuracy']:.2f}%, agreement {m['agreement']:.2f}%)" if "teacher_accuracy" in m else ""))
+    elif "agreement" in m:
+        figures.append(f"agreement with the teacher {m['agreement']:.2f}% on {m['test_samples']:,} unlabelled test inputs")
+    if "heldout_agreement" in m and "student_accuracy" not in m:
+        figures.append(f"agreement {m['heldout_agreement']:.2f}% on {m['heldout_samples']:,} held-out synthetic samples")
+    figures.append(f"{m['student_steps']} steps, {m['seconds']:.1f} s")
+    print(f"{command}: " + ", ".join(figures))
     print(f"saved {result.checkpoint}  (run directory {result.run_dir})")
 
 
@@ -138,14 +174,18 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    return run_command(args, "distill", {"teacher": "teacher.checkpoint", "student": "student.name", "method": "method.name"}, {})
+    return run_command(args, "distill", {"teacher": "teacher.checkpoint", "teacher_factory": "teacher.factory",
+                                         "student": "student.name", "student_factory": "student.factory",
+                                         "method": "method.name"}, {})
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from datafree import api
 
-    m = api.evaluate(args.checkpoint, data=args.data, data_root=args.data_root)
-    print(f"{args.checkpoint}: test accuracy {m['accuracy']:.2f}% ({m['parameters']:,} parameters)")
+    m = api.evaluate(args.checkpoint, data=args.data, test_data=args.test_data, input_shape=args.input_shape,
+                     mean=args.mean, std=args.std, factory=args.factory, data_root=args.data_root)
+    print(f"{args.checkpoint}: test accuracy {m['accuracy']:.2f}% on {m['samples']:,} samples "
+          f"({m['parameters']:,} parameters)")
     return 0
 
 
@@ -188,7 +228,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from datafree.bench import run_suite
-    from datafree.trainer import Interrupted
 
     try:
         run_suite(args.suite, out=args.out or None, data_root=args.data_root or None, quiet=args.quiet)
@@ -220,10 +259,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command is None:  # plain `datafree` (with --debug, say): the main job
         args = build_parser().parse_args(["demo", *argv])
-    from datafree.trainer import Interrupted
-
     try:
         return COMMANDS[args.command](args)
+    except Interrupted as e:
+        if e.path is None and int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 saved and says so
+            return 130
+        run_dir = e.run_dir or "<run dir>"
+        if args.command == "demo":  # the demo itself cannot be resumed, only the run it was in
+            how = (f"The demo cannot be resumed: run it again (datafree demo), or finish the stopped run alone with: "
+                   f"datafree {interrupted_command(e.path)} --resume {run_dir}")
+        else:
+            how = f"Resume with: datafree {args.command} --resume {run_dir}"
+        print(f"datafree: stopped at step {e.step}; checkpoint saved to {e.path}.\n{how}", file=sys.stderr)
+        return 130
     except DatafreeError as e:
         if args.debug:
             raise
@@ -235,17 +283,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"datafree: error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}; "
               f"check that the path exists and can be written", file=sys.stderr)
         return 2
-    except Interrupted as e:
-        if e.path is None and int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 saved and says so
-            return 130
-        run_dir = e.path.parent.parent if e.path else "<run dir>"
-        if args.command == "demo":  # the demo itself cannot be resumed, only the run it was in
-            how = (f"The demo cannot be resumed: run it again (datafree demo), or finish the stopped run alone with: "
-                   f"datafree {interrupted_command(e.path)} --resume {run_dir}")
-        else:
-            how = f"Resume with: datafree {args.command} --resume {run_dir}"
-        print(f"datafree: stopped at step {e.step}; checkpoint saved to {e.path}.\n{how}", file=sys.stderr)
-        return 130
     except KeyboardInterrupt:
         print("datafree: interrupted", file=sys.stderr)
         return 130

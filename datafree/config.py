@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import re
 import tomllib
 import types
 import typing
@@ -46,33 +47,73 @@ class OptimConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "digits"
+    name: str = "digits"  # a registered data set; "" when the inputs are described by input_shape instead
     root: str = "data"  # folder holding torchvision-format data sets
     download: bool = False  # let torchvision fetch a missing data set (needs internet)
     augment: bool = True  # the data set's standard augmentation on real training batches
-    image_size: int = 32  # image folders only: images are resized to this square size
+    image_size: int = 0  # resize a registered image data set to this square size; 0: its own (imagefolder: 32)
+    channels: int = 0  # convert a registered image data set to 1 or 3 channels; 0: its own
+    # Your own model's inputs, when no registered data set describes them (see datafree.InputSpec):
+    input_shape: list[int] = field(default_factory=list)  # e.g. [3, 32, 32] or [20]
+    num_classes: int = 0  # 0: read from the teacher's output
+    mean: list[float] = field(default_factory=list)  # the teacher's input normalisation; empty: none
+    std: list[float] = field(default_factory=list)
+    test_data: str = ""  # a .npz file (arrays x, and y when labelled) or an image folder; empty: none
     test_batch_size: int = 1024
 
     def check(self, key: str) -> None:
-        positive(self.image_size, f"{key}.image_size")
+        at_least(self.image_size, 0, f"{key}.image_size")
+        at_most(self.image_size, 4096, f"{key}.image_size")
+        if self.channels not in (0, 1, 3):
+            raise ConfigError(f"config key '{key}.channels' must be 0 (the data set's own), 1 or 3 (got {self.channels})")
         positive(self.test_batch_size, f"{key}.test_batch_size")
+        at_least(self.num_classes, 0, f"{key}.num_classes")
+        if self.num_classes == 1:
+            raise ConfigError(f"config key '{key}.num_classes' must be 0 (from the teacher) or at least 2 (got 1)")
+        if self.name and self.input_shape:
+            raise ConfigError(f"config keys '{key}.name' and '{key}.input_shape' both describe the inputs; "
+                              f"give one of them")
+        if not self.name and not self.input_shape:
+            raise ConfigError(f"config key '{key}.name' is empty: give a registered data set or '{key}.input_shape'")
+        own = [k for k in ("num_classes", "mean", "std", "test_data") if getattr(self, k)]
+        if self.name and own:
+            raise ConfigError(f"config key '{key}.{own[0]}' describes your own inputs; the registered data set "
+                              f"{self.name!r} has its own (drop it, or use {key}.input_shape instead of {key}.name)")
+        if self.input_shape and (self.image_size or self.channels):
+            raise ConfigError(f"config keys '{key}.image_size' and '{key}.channels' convert a registered data set; "
+                              f"with {key}.input_shape give the shape you want instead")
+        if self.input_shape:
+            if len(self.input_shape) not in (1, 3) or not all(d > 0 for d in self.input_shape):
+                raise ConfigError(f"config key '{key}.input_shape' must be [features] or [channels, height, width] of "
+                                  f"positive sizes (got {self.input_shape})")
+            if math.prod(self.input_shape) > 50_000_000:
+                raise ConfigError(f"config key '{key}.input_shape' {self.input_shape} is too large for one sample")
+        if (len(self.mean) > 0) != (len(self.std) > 0):
+            raise ConfigError(f"config keys '{key}.mean' and '{key}.std' go together: give both or neither")
 
 
 @dataclass
 class ModelConfig:
-    name: str = "digits_cnn_half"
+    name: str = "digits_cnn_half"  # a registered model (see `datafree list models`)
     args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the model factory
+    factory: str = ""  # instead of a registered name: "package.module:function" returning the nn.Module (runs your code)
+    checkpoint: str = ""  # weights to start from: a datafree checkpoint, a TorchScript archive, or a state_dict for `factory`
+    source: str = ""  # what the model really was when it was passed as an nn.Module (recorded, not read)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def check(self, key: str) -> None:
         self.optim.check(f"{key}.optim")
+        if self.factory and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", self.factory):
+            raise ConfigError(f"config key '{key}.factory' must look like package.module:function (got {self.factory!r})")
+        if self.name and self.factory:
+            raise ConfigError(f"config keys '{key}.name' and '{key}.factory' both say how to build the {key}; give one")
 
 
 @dataclass
 class TeacherConfig(ModelConfig):
     name: str = "digits_cnn"
-    # distill reads the teacher from here; train-teacher writes it here.
-    checkpoint: str = ""
+    # distill reads the teacher from `checkpoint` (a datafree checkpoint, a TorchScript archive, or the
+    # weights of `factory`); train-teacher writes it there.
 
 
 @dataclass
@@ -80,18 +121,24 @@ class GeneratorConfig:
     name: str = "dcgan"
     args: dict[str, Any] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="adam", lr=1e-3, betas=[0.5, 0.999], weight_decay=0.0))
-    replay_size: int = 0  # past synthetic samples kept for student batches; 0 disables the pool
+    # The replay pool of past synthetic samples (stored in fp16) holds at most replay_size samples and
+    # at most replay_mb megabytes: 131,072 8×8 samples take 16 MB, 256 MB hold 43,690 of 3×32×32.
+    replay_size: int = 0  # 0 disables the pool
+    replay_mb: float = 256.0
     replay_fraction: float = 0.5  # share of each student batch drawn from the pool once it is filled
     augment: list[str] = field(default_factory=list)  # kornia augmentations of student batches (images)
-    # Collapse is reported when, after the first 10% of steps, a fresh synthetic batch has a class
-    # balance (entropy of the teacher's predicted classes / log K) or a diversity (per-input std
-    # across the batch, in the normalised space) below these.
+    # Collapse is reported when, after the first 10% of steps (and at least collapse_warmup steps), a
+    # fresh synthetic batch has a class balance (entropy of the teacher's predicted classes / log K) or
+    # a diversity (per-input std across the batch, in the normalised space) below these.
     collapse_entropy: float = 0.5
     collapse_diversity: float = 0.05
+    collapse_warmup: int = 50
 
     def check(self, key: str) -> None:
         self.optim.check(f"{key}.optim")
         at_least(self.replay_size, 0, f"{key}.replay_size")
+        positive(self.replay_mb, f"{key}.replay_mb")
+        at_least(self.collapse_warmup, 0, f"{key}.collapse_warmup")
         within(self.replay_fraction, 0, 1, f"{key}.replay_fraction")
         if self.replay_size > 0 and self.replay_fraction >= 1:  # no fresh samples would be drawn once the pool is full
             raise ConfigError(f"config key '{key}.replay_fraction' must be < 1 when the replay pool is on "
@@ -195,6 +242,9 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     run: RunConfig = field(default_factory=RunConfig)
     published: PublishedConfig = field(default_factory=PublishedConfig)
+    # The dotted keys the user set (file and overrides), as opposed to defaults and the method's
+    # recipe: automatic choices may change the latter, never the former. Not written to TOML.
+    given: frozenset[str] = field(default=frozenset(), repr=False, compare=False, metadata={"internal": True})
 
     def check(self, key: str = "") -> None:
         for f in dataclasses.fields(self):
@@ -227,12 +277,15 @@ class Config:
                                     ("generator.name", GENERATORS, self.generator.name),
                                     ("discriminator.name", DISCRIMINATORS, self.discriminator.name),
                                     ("discriminator.loss", GAN_LOSSES, self.discriminator.loss)):
+            if key in ("data.name", "student.name", "teacher.name") and not name:
+                continue  # described another way (data.input_shape, a factory, a module): checked where it is used
             if name not in registry:
                 raise ConfigError(f"config key {key!r}: {registry.unknown_message(name)}")
         METHODS.get(self.method.name).weights(self.method.terms)  # checks method.terms
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if not f.metadata.get("internal")}
 
 
 def replay_count(batch_size: int, replay_fraction: float) -> int:
@@ -256,11 +309,29 @@ def from_dict(raw: dict[str, Any], overrides: list[str] | dict[str, Any] | None 
     items = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
     for key, value in items.items():
         set_dotted(raw, key, value)
+    given = frozenset(dotted_keys(raw))
+    # Describing the inputs (or a model) another way replaces the default name, not a name you gave.
+    for alternative, name in (("data.input_shape", "data.name"), ("student.factory", "student.name"),
+                              ("teacher.factory", "teacher.name")):
+        if alternative in given and name not in given:
+            set_dotted(raw, name, "")
     method_name = raw.get("method", {}).get("name", MethodConfig.name) if isinstance(raw.get("method"), dict) else MethodConfig.name
     raw = deep_merge(recipe_defaults(method_name), raw)
     config = build(Config, raw, "")
+    config.given = given
     config.check()
     return config
+
+
+def dotted_keys(raw: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every leaf key of a nested table, dotted (a table of term weights counts key by key)."""
+    keys = []
+    for key, value in raw.items():
+        if isinstance(value, dict) and value:
+            keys += dotted_keys(value, f"{prefix}{key}.")
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
 
 
 def recipe_defaults(method_name: str) -> dict[str, Any]:
@@ -326,9 +397,9 @@ def build(cls: type, raw: Any, key: str) -> Any:
     """Build dataclass `cls` from a dict, checking every key and value type."""
     where = key or "config"
     if not isinstance(raw, dict):
-        raise ConfigError(f"config key {where!r} must be a table of settings (got {raw!r})")
+        raise ConfigError(f"config key {where!r} must be a table of settings (got {shown(raw)})")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     names = list(fields)
     kwargs = {}
     for name, value in raw.items():
@@ -346,6 +417,14 @@ def build(cls: type, raw: Any, key: str) -> Any:
     return cls(**kwargs)
 
 
+def shown(value: Any) -> str:
+    """A value as an error message shows it: short, and never a whole tensor or array."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"a {type(value).__name__} of shape {tuple(value.shape)}"
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}… ({type(value).__name__})"
+
+
 def convert(hint: Any, value: Any, key: str) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
@@ -354,7 +433,7 @@ def convert(hint: Any, value: Any, key: str) -> Any:
         return value
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"config key {key!r} must be one of {', '.join(map(repr, args))} (got {value!r})")
+            raise ConfigError(f"config key {key!r} must be one of {', '.join(map(repr, args))} (got {shown(value)})")
         return value
     if origin in (types.UnionType, typing.Union):  # X | None
         if value is None and type(None) in args:
@@ -362,27 +441,27 @@ def convert(hint: Any, value: Any, key: str) -> Any:
         return convert(next(a for a in args if a is not type(None)), value, key)
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key {key!r} must be a list (got {value!r})")
+            raise ConfigError(f"config key {key!r} must be a list (got {shown(value)})")
         return [convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"config key {key!r} must be a table (got {value!r})")
+            raise ConfigError(f"config key {key!r} must be a table (got {shown(value)})")
         return {k: convert(args[1], v, f"{key}.{k}") for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"config key {key!r} must be true or false (got {value!r})")
+            raise ConfigError(f"config key {key!r} must be true or false (got {shown(value)})")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key {key!r} must be an integer (got {value!r})")
+            raise ConfigError(f"config key {key!r} must be an integer (got {shown(value)})")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key {key!r} must be a number (got {value!r})")
+            raise ConfigError(f"config key {key!r} must be a number (got {shown(value)})")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"config key {key!r} must be a string (got {value!r})")
+            raise ConfigError(f"config key {key!r} must be a string (got {shown(value)})")
         return value
     raise TypeError(f"config.convert does not handle {hint!r}")  # a bug in a dataclass, not user input
 
@@ -395,6 +474,11 @@ def positive(value: float, key: str) -> None:
     if not value > 0:
         raise ConfigError(f"config key {key!r} must be > 0 (got {value})")
     finite(value, key)
+
+
+def at_most(value: float, high: float, key: str) -> None:
+    if not value <= high:
+        raise ConfigError(f"config key {key!r} must be <= {high} (got {value})")
 
 
 def at_least(value: float, low: float, key: str) -> None:
@@ -418,29 +502,16 @@ def within(value: float, low: float, high: float, key: str) -> None:
 
 
 def to_toml(config: Config | dict[str, Any]) -> str:
+    import tomli_w
+
     data = config.to_dict() if isinstance(config, Config) else config
-    lines: list[str] = []
-    write_table(data, [], lines)
-    return "\n".join(lines).strip() + "\n"
+    return tomli_w.dumps(without_none(data))
 
 
-def write_table(table: dict[str, Any], path: list[str], lines: list[str]) -> None:
-    scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
-    tables = {k: v for k, v in table.items() if isinstance(v, dict)}
-    if path and (scalars or not tables):
-        lines += ["", f"[{'.'.join(path)}]"]
-    lines += [f"{k} = {toml_value(v)}" for k, v in scalars.items() if v is not None]
-    for k, v in tables.items():
-        write_table(v, path + [k], lines)
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def without_none(value: Any) -> Any:
+    """TOML has no null: unset optional values are left out (they read back as their defaults)."""
+    if isinstance(value, dict):
+        return {k: without_none(v) for k, v in value.items() if v is not None}
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
+        return [without_none(v) for v in value]
+    return value

@@ -15,10 +15,13 @@ from datafree.errors import ConfigError
 
 
 class ReplayPool:
-    """A fixed-size ring buffer of past synthetic samples on the training device."""
+    """A ring buffer of past synthetic samples on the training device, stored in fp16 (fp32 for
+    samples beyond fp16's range), holding at most `max_samples` and at most `max_bytes`. It grows
+    as it fills, so a short run never allocates the whole budget."""
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
+    def __init__(self, max_samples: int, max_bytes: float) -> None:
+        self.max_samples, self.max_bytes = max_samples, max_bytes
+        self.capacity = 0  # known at the first add, from the sample size
         self.samples: torch.Tensor | None = None
         self.count = 0  # samples ever added; the buffer holds the last `capacity`
 
@@ -26,26 +29,40 @@ class ReplayPool:
         return min(self.count, self.capacity)
 
     def add(self, x: torch.Tensor) -> None:
-        x = x.detach()[: self.capacity]
+        x = x.detach()
         if self.samples is None:
-            self.samples = torch.empty(self.capacity, *x.shape[1:], device=x.device, dtype=x.dtype)
+            dtype = torch.float16 if float(x.abs().max()) < 1e4 else torch.float32
+            sample_bytes = x[0].numel() * dtype.itemsize
+            self.capacity = max(1, min(self.max_samples, int(self.max_bytes // sample_bytes)))
+            self.samples = torch.empty(0, *x.shape[1:], device=x.device, dtype=dtype)
+        x = x[: self.capacity]
+        needed = min(self.capacity, self.count + len(x))
+        if needed > len(self.samples):  # grow (doubling) up to the capacity
+            grown = torch.empty(min(self.capacity, max(needed, 2 * len(self.samples))), *self.samples.shape[1:],
+                                device=self.samples.device, dtype=self.samples.dtype)
+            grown[: len(self.samples)] = self.samples
+            self.samples = grown
         idx = (self.count + torch.arange(len(x), device=x.device)) % self.capacity
-        self.samples[idx] = x
+        self.samples[idx] = x.to(self.samples.dtype)
         self.count += len(x)
 
     def sample(self, n: int) -> torch.Tensor:
         idx = torch.randint(0, len(self), (n,), device=self.samples.device)
-        return self.samples[idx]
+        return self.samples[idx].float()
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.samples is None else self.samples.numel() * self.samples.element_size()
 
     def state_dict(self) -> dict:
-        return {"count": self.count, "samples": None if self.samples is None else self.samples[: len(self)].cpu()}
+        # clone(): a slice would carry the whole buffer's storage into the checkpoint
+        held = None if self.samples is None else self.samples[: len(self)].clone()
+        return {"count": self.count, "capacity": self.capacity, "samples": None if held is None else held.cpu()}
 
     def load_state_dict(self, state: dict, device: torch.device) -> None:
-        self.count = state["count"]
+        self.count, self.capacity = state["count"], state["capacity"]
         if state["samples"] is not None:  # slot i gets back what it held when saved
-            held = state["samples"].to(device)
-            self.samples = torch.empty(self.capacity, *held.shape[1:], device=device, dtype=held.dtype)
-            self.samples[: len(held)] = held
+            self.samples = state["samples"].to(device)
 
 
 def build_augmentation(names: list[str], input_shape: tuple[int, ...]) -> nn.Module | None:

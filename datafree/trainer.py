@@ -31,21 +31,13 @@ from datafree.build import assemble
 from datafree.config import Config
 from datafree.data import BatchStream, Dataset
 from datafree.distributed import Dist, any_rank, average_gradients
-from datafree.errors import DivergenceError
+from datafree.errors import DivergenceError, Interrupted
 from datafree.evaluation import Evaluator
 from datafree.models import count_parameters
 from datafree.monitor import Monitor
 from datafree.players import Player
 from datafree.reporting import Reporter
 from datafree.synthetic import ReplayPool, SyntheticSource, build_augmentation
-
-
-class Interrupted(Exception):
-    """SIGINT/SIGTERM: the run saved a checkpoint at `step` and stopped."""
-
-    def __init__(self, step: int, path: Path | None) -> None:
-        super().__init__(f"interrupted at step {step}")
-        self.step, self.path = step, path
 
 
 class Trainer:
@@ -73,7 +65,7 @@ class Trainer:
                                       augment=cfg.data.augment, rank=dist.rank, world_size=dist.world_size)
         else:
             gc = cfg.generator
-            self.pool = ReplayPool(gc.replay_size) if gc.replay_size else None
+            self.pool = ReplayPool(gc.replay_size, gc.replay_mb * 2**20) if gc.replay_size else None
             self.synthetic = SyntheticSource(self.generator, settings.batch_size, self.pool, gc.replay_fraction,
                                              build_augmentation(gc.augment, self.info.input_shape))
 
@@ -209,7 +201,7 @@ class Trainer:
                 if settings.checkpoint_every and self.step % settings.checkpoint_every == 0 and not last:
                     self.save_checkpoint()
                 if any_rank(self.stop_signal is not None, self.dist):  # ranks may get the signal steps apart
-                    raise Interrupted(self.step, self.save_checkpoint())
+                    raise Interrupted(self.step, self.save_checkpoint(), self.notes.get("command", "distill"))
             metrics = self.evaluate()
             self.save_checkpoint()
             return metrics
@@ -252,8 +244,10 @@ class Trainer:
         self.last_eval = metrics = self.evaluator()
         monitor = self.reporter.monitor
         if monitor:
-            monitor.scalars(self.step, {f"accuracy/{k.removesuffix('_accuracy')}": v for k, v in metrics.items()})
-            figures = "  ".join(f"{k.replace('_', ' ')} {v:.2f}%" for k, v in metrics.items())
+            percent = {k: v for k, v in metrics.items() if k.endswith(("accuracy", "agreement"))}
+            monitor.scalars(self.step, {f"accuracy/{k.removesuffix('_accuracy')}": v for k, v in percent.items()})
+            monitor.scalars(self.step, {f"eval/{k}": v for k, v in metrics.items() if k.endswith("_kl")})
+            figures = "  ".join(f"{k.replace('_', ' ')} {v:.2f}%" for k, v in percent.items())
             monitor.message(f"step {self.step}/{self.cfg.trainer.steps}  {figures}")
         return metrics
 

@@ -40,7 +40,8 @@ import torch
 import torch.nn.functional as F
 
 from datafree.config import Config, load
-from datafree.data import DataInfo, Dataset, Split
+from datafree.data import Dataset, Split
+from datafree.spec import InputSpec
 from datafree.methods import METHODS
 from datafree.models import create_model
 from datafree.trainer import Trainer
@@ -48,7 +49,7 @@ from generators import GENERATORS
 
 CONFIGS = Path(__file__).parent / "configs" / "cifar10" / "resnet34-resnet18"
 RESULTS = Path(__file__).parent / "results"
-CIFAR = DataInfo("cifar10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), augment="shift4-flip")
+CIFAR = InputSpec((3, 32, 32), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), name="cifar10", augment="shift4-flip")
 # Dense tensor-core peaks (TFLOP/s) of GPUs this is likely to meet: 16-bit (bf16/fp16) and TF32, which
 # cuDNN uses for fp32 convolutions by default (torch.backends.cudnn.allow_tf32).
 PEAK_TFLOPS = {"H200": {"16": 989.4, "tf32": 494.7}, "H100 PCIe": {"16": 756.0, "tf32": 378.0},

@@ -3,7 +3,8 @@
 A generator maps noise (and, if conditional, class labels) to a batch in the teacher's
 *normalised* input space. `sample(n)` draws the noise itself and returns `(x, labels)`, labels
 being the requested classes of a conditional generator or None.
-Factories take `(info: DataInfo, **args)`.
+Factories take `(info: InputSpec, reference_parameters: int | None, **args)`: the student's
+parameter count, for factories that size themselves to it (others ignore it).
 """
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
 """An MLP generator for feature-vector teachers (tabular data).
 
-The last layer is a BatchNorm without affine parameters: each generated feature is
-standardised over the batch, matching the standardised real features a teacher was trained
-on, so the generator only has to learn the features' joint structure.
+The last layer is a BatchNorm: each generated feature is standardised over the batch, matching
+the standardised features a teacher was trained on (the normalised space of a data set with a
+mean/std), so the generator only has to learn the features' joint structure. Without a
+normalisation (the teacher's own input space, whose scale we do not know) that BatchNorm keeps
+learnable scale and offset, starting from standardised features.
 """
 from __future__ import annotations
 
@@ -11,12 +13,12 @@ from math import prod
 import torch
 from torch import nn
 
-from datafree.data import DataInfo
+from datafree.spec import InputSpec
 from generators import Generator, check_noise_size, register_generator
 
 
 class MLPGenerator(Generator):
-    def __init__(self, info: DataInfo, nz: int = 64, hidden: list[int] | tuple[int, ...] = (128, 128),
+    def __init__(self, info: InputSpec, nz: int = 64, hidden: list[int] | tuple[int, ...] = (128, 128),
                  conditional: bool = False) -> None:
         super().__init__()
         check_noise_size('mlp', nz)
@@ -30,7 +32,7 @@ class MLPGenerator(Generator):
             layers += [nn.Linear(width, h), nn.BatchNorm1d(h), nn.LeakyReLU(0.2)]
             width = h
         out = prod(self.output_shape)
-        layers += [nn.Linear(width, out), nn.BatchNorm1d(out, affine=False)]
+        layers += [nn.Linear(width, out), nn.BatchNorm1d(out, affine=not info.normalized)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -40,12 +42,13 @@ class MLPGenerator(Generator):
 
 
 @register_generator("mlp")
-def mlp(info: DataInfo, nz: int = 64, hidden: list[int] | tuple[int, ...] = (128, 128)) -> Generator:
+def mlp(info: InputSpec, nz: int = 64, hidden: list[int] | tuple[int, ...] = (128, 128), **_: object) -> Generator:
     """MLP generator for feature-vector teachers (standardised outputs)."""
     return MLPGenerator(info, nz, hidden)
 
 
 @register_generator("mlp_conditional")
-def mlp_conditional(info: DataInfo, nz: int = 64, hidden: list[int] | tuple[int, ...] = (128, 128)) -> Generator:
+def mlp_conditional(info: InputSpec, nz: int = 64, hidden: list[int] | tuple[int, ...] = (128, 128),
+                    **_: object) -> Generator:
     """The MLP generator with a class embedding."""
     return MLPGenerator(info, nz, hidden, conditional=True)

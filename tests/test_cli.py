@@ -123,7 +123,7 @@ def test_plain_datafree_keeps_its_flags(monkeypatch):
 
 
 def test_stopping_the_demo_says_how_to_go_on(tmp_path, monkeypatch, capsys):
-    from datafree.trainer import Interrupted
+    from datafree.errors import Interrupted
 
     run = tmp_path / "demo" / "teacher"
     path = checkpoint.save_run({"step": 7, "notes": {"command": "train-teacher"}}, run, 7, keep=1)

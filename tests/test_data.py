@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from datafree.data import BatchStream, DataInfo, Split, augment_batch, load_dataset, stratified_split, eval_batches
+from datafree.spec import InputSpec
+from datafree.data import BatchStream, Split, augment_batch, load_dataset, stratified_split, eval_batches
 from datafree.errors import ConfigError
 
 
@@ -33,10 +34,10 @@ def test_feature_vector_data_set():
 
 
 def test_normalize_round_trip():
-    info = DataInfo("t", 10, (3, 4, 4), (0.1, 0.2, 0.3), (0.5, 0.6, 0.7))
+    info = InputSpec((3, 4, 4), 10, (0.1, 0.2, 0.3), (0.5, 0.6, 0.7), name="t")
     x = torch.rand(5, 3, 4, 4)
     assert torch.allclose(info.denormalize(info.normalize(x)), x, atol=1e-6)
-    assert DataInfo.from_dict(info.to_dict()) == info
+    assert InputSpec.from_dict(info.to_dict()) == info
 
 
 def test_batch_stream_is_deterministic_and_resumable():
@@ -54,7 +55,7 @@ def test_batch_stream_shards_ranks_disjointly():
     ds = load_dataset("digits")
     idx = torch.arange(len(ds.train))
     split = Split(idx.float().view(-1, 1), idx)
-    info = DataInfo("ids", 10, (1,), (0.0,), (1.0,))
+    info = InputSpec((1,), 10, (0.0,), (1.0,), name="ids")
     r0 = BatchStream(split, info, 32, torch.device("cpu"), seed=0, augment=False, rank=0, world_size=2)
     r1 = BatchStream(split, info, 32, torch.device("cpu"), seed=0, augment=False, rank=1, world_size=2)
     seen0, seen1 = next(r0)[1], next(r1)[1]

@@ -7,7 +7,8 @@ import torch
 
 from datafree import checkpoint
 from datafree.config import load
-from datafree.data import DataInfo, Dataset, Split, load_dataset
+from datafree.data import Dataset, Split, load_dataset
+from datafree.spec import InputSpec
 from datafree.models import create_model
 from datafree.trainer import Trainer
 
@@ -103,7 +104,7 @@ def test_why_the_teacher_runs_under_no_grad_and_not_inference_mode(digits_teache
 def three_channel_digits() -> Dataset:
     """Random 3-channel 8×8 images: channels-last differs from the default layout only when C > 1."""
     g = torch.Generator().manual_seed(0)
-    info = DataInfo("fake3", 10, (3, 8, 8), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    info = InputSpec((3, 8, 8), 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), name="fake3")
     split = lambda n: Split(torch.rand(n, 3, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g))  # noqa: E731
     return Dataset(info, split(256), split(64))
 

@@ -132,4 +132,4 @@ def test_feature_vector_teacher_distills_data_free():
                           "generator.name": "mlp", "trainer.steps": 3, "trainer.batch_size": 32})
     metrics = Trainer(cfg, data, student, teacher, None).fit(Monitor(None, 3, "", console=False))
     assert {"student_accuracy", "teacher_accuracy", "agreement"} <= set(metrics)
-    assert datafree.DataInfo is type(data.info)
+    assert datafree.InputSpec is type(data.info)

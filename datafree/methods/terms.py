@@ -24,7 +24,7 @@ from datafree.registry import Registry
 
 if TYPE_CHECKING:
     from datafree.config import Config
-    from datafree.data import DataInfo
+    from datafree.spec import InputSpec
     from datafree.hooks import Probe
 
 
@@ -33,7 +33,7 @@ class TermContext:
     """What a stateful term may look at when it is built (e.g. to size a head to the teacher)."""
 
     config: "Config"
-    info: "DataInfo"
+    info: "InputSpec"
     teacher: "Probe | None"
     student: "Probe"
     device: torch.device
