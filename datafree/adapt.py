@@ -19,7 +19,7 @@ from datafree.methods.terms import TERMS
 from datafree.sources import Network
 from datafree.spec import InputSpec
 
-IMAGE_GENERATORS = {"dcgan": "mlp", "dcgan_conditional": "mlp_conditional"}
+IMAGE_GENERATORS = {"dcgan": "mlp", "dcgan_bn": "mlp", "dcgan_conditional": "mlp_conditional"}
 
 
 def missing_layers(need: str, teacher: Network | None) -> str | None:

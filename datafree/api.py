@@ -21,13 +21,14 @@ from datafree import checkpoint
 from datafree.adapt import adapt
 from datafree.config import Config, ModelConfig, from_dict, parse_overrides, read_toml, to_toml
 from datafree.data import Dataset, eval_batches, load_dataset
-from datafree.distributed import Dist, barrier, init_from_env
+from datafree.distributed import Dist, barrier, broadcast_object, init_from_env
 from datafree.errors import CheckpointError, ConfigError
 from datafree.inputs import classes_of, load_inputs, with_inputs_of
 from datafree.methods import METHODS
 from datafree.models import check_model_io, count_parameters
 from datafree.monitor import Monitor
-from datafree.rundir import prepare_run_dir
+from datafree.files import write_text
+from datafree.rundir import RunDirectory, default_run_dir
 from datafree.sources import Network, call_factory, from_file, student_network, teacher_network
 from datafree.spec import InputSpec
 from datafree.trainer import Trainer
@@ -119,12 +120,13 @@ def resume(run_dir: str | Path, quiet: bool = False, teacher: nn.Module | None =
     command = state["notes"].get("command", "distill")
     if state["step"] >= cfg.trainer.steps:
         model_path, metrics_path = final_model_path(command, cfg, run_dir), run_dir / "metrics.json"
-        if model_path.is_file() and metrics_path.is_file():  # else it stopped between its last checkpoint and these
+        record = read_metrics(metrics_path)
+        if model_path.is_file() and record is not None:  # else it stopped between its last checkpoint and these
             if student is None and cfg.student.factory:  # resuming a run folder trusts its config (README)
                 spec = InputSpec.from_dict(state["notes"]["inputs"])
                 student = call_factory(cfg.student.factory, cfg.student.args, spec)
             model = checkpoint.load_model(model_path, student).model
-            return Result(model, numbers(json.loads(metrics_path.read_text())), run_dir, model_path, already_finished=True)
+            return Result(model, numbers(record), run_dir, model_path, already_finished=True)
     return run(command, cfg, teacher_module=teacher, student_module=student, test_data=test_data, resume_state=state,
                quiet=quiet, run_dir=run_dir)
 
@@ -232,28 +234,74 @@ def run(command: str, cfg: Config, teacher_module: nn.Module | None = None, stud
         trainer.load_state_dict(resume_state)
     # Only now, with every input checked, does the run touch the disk: a refused run leaves nothing
     # behind, and --overwrite never clears an old run for a new one that cannot start.
-    run_dir = run_dir or prepare_run_dir(cfg, command, dist, student.label())
-    trainer.run_dir = run_dir
+    folder = open_run_directory(cfg, command, dist, student.label(), run_dir, teacher)  # rank 0 only
+    trainer.run_dir = broadcast_object(folder.path if folder is not None else None, dist)
+    if folder is not None:
+        trainer.on_checkpoint = lambda path: checkpoint_saved(folder, trainer, path)
     description = f"{command} {cfg.method.name}" if command == "distill" else f"{command} {student.label()}"
-    monitor = Monitor(run_dir if dist.is_main else None, cfg.trainer.steps, description,
-                      console=dist.is_main and not quiet, start_step=trainer.step)
-    if dist.is_main:
-        (run_dir / "config.toml").write_text(to_toml(cfg))
+    succeeded = False
     try:
-        trainer.fit(monitor)
-        metrics = trainer.summary()
-        saved = None
-        if dist.is_main:
-            saved = save_final_model(command, cfg, run_dir, trainer, dataset, student.arch, metrics)
-            record = {**metrics, **{k: notes[k] for k in ("teacher", "student", "inputs") if k in notes}}
-            if choices:
-                record["automatic_choices"] = choices
-            (run_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-            monitor.hparams(hparams_of(cfg, command), {f"final/{k}": float(v) for k, v in metrics.items()})
-        barrier(dist)
+        monitor = Monitor(trainer.run_dir if dist.is_main else None, cfg.trainer.steps, description,
+                          console=dist.is_main and not quiet, start_step=trainer.step)
+        if folder is not None:
+            folder.record(write_text(folder.path / "config.toml", to_toml(cfg)), *monitor.files())
+        try:
+            trainer.fit(monitor)
+            metrics = trainer.summary()
+            saved = None
+            if folder is not None:
+                saved = save_final_model(command, cfg, folder.path, trainer, dataset, student.arch, metrics)
+                record = {**metrics, **{k: notes[k] for k in ("teacher", "student", "inputs") if k in notes}}
+                if choices:
+                    record["automatic_choices"] = choices
+                folder.record(saved, write_text(folder.path / "metrics.json", json.dumps(record, indent=2) + "\n"))
+                monitor.hparams(hparams_of(cfg, command), {f"final/{k}": float(v) for k, v in metrics.items()})
+            barrier(dist)
+            succeeded = True
+        finally:
+            monitor.close()
     finally:
-        monitor.close()
-    return Result(trainer.student, metrics, run_dir, saved)
+        trainer.close()
+        if folder is not None:
+            folder.close(succeeded)
+    return Result(trainer.student, metrics, trainer.run_dir, saved)
+
+
+def open_run_directory(cfg: Config, command: str, dist: Dist, label: str, resumed: Path | None,
+                       teacher: Network | None) -> RunDirectory | None:
+    """Rank 0's locked run directory (the others write nothing)."""
+    if not dist.is_main:
+        return None
+    if command == "train-teacher" and cfg.teacher.checkpoint and Path(cfg.teacher.checkpoint).exists() \
+            and not cfg.run.overwrite and resumed is None:
+        raise ConfigError(f"teacher checkpoint {cfg.teacher.checkpoint} already exists; pass --overwrite to replace it "
+                          f"or choose another --out")
+    root = resumed or (Path(cfg.run.dir) if cfg.run.dir else default_run_dir(cfg, command, label))
+    protect = Path(cfg.teacher.checkpoint) if teacher is not None and cfg.teacher.checkpoint else None
+    return RunDirectory(root, overwrite=cfg.run.overwrite, protect=protect, resume=resumed is not None)
+
+
+def checkpoint_saved(folder: RunDirectory, trainer: Trainer, path: Path) -> None:
+    """Record a run checkpoint; the first one of an overwriting run replaces the old run."""
+    folder.forget(*[folder.path / name for name in list(folder.written) if not (folder.path / name).exists()])
+    folder.record(path)
+    if folder.staging:
+        def move() -> Path:
+            folder.swap()
+            return folder.path
+
+        trainer.reporter.monitor.relocate(move)
+        folder.record(*trainer.reporter.monitor.files())
+        trainer.run_dir = folder.path
+
+
+def read_metrics(path: Path) -> dict[str, Any] | None:
+    """A finished run's metrics.json, or None when it is missing or damaged (the run is then finished again)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def numbers(record: dict[str, Any]) -> dict[str, float]:
@@ -276,8 +324,12 @@ def load_teacher(cfg: Config, module: nn.Module | None, resume_state: dict[str, 
         return Network(module, "module", cfg.teacher.source or type(module).__qualname__)
     if not cfg.teacher.checkpoint and METHODS.get(cfg.method.name).name == "scratch":
         return None
+    d = cfg.data  # what a teacher factory may be told: the shape and class count the config gives
+    hint = InputSpec(tuple(d.input_shape), d.num_classes or None) if d.input_shape else None
+    if cfg.teacher.factory and d.name:
+        hint = load_dataset(d.name, d.root, d.download, d.image_size, d.channels).info
     try:
-        network = teacher_network(cfg.teacher, None)
+        network = teacher_network(cfg.teacher, hint)
     except CheckpointError as e:
         if resume_state is None or Path(cfg.teacher.checkpoint).exists():
             raise

@@ -6,15 +6,17 @@ weights, the data set's `InputSpec` and the measured test accuracy, so `datafree
 run exactly (every player, optimizer, scheduler, RNG state, replay pool, config).
 
 Loading uses `torch.load(weights_only=True)`: tensors and plain containers only, so a file can
-never run code. Writing goes to a temporary file that is flushed, fsynced and renamed, so a crash
-mid-write never leaves a corrupt file under the final name. Every checkpoint carries a SHA-256
-digest of its contents (torch.load does not check the zip CRCs, so a flipped bit in the weights
-would otherwise load silently); a file that does not match it is refused.
+never run code. Writing goes through `files.atomic_write` (a temporary file, flushed, fsynced and
+renamed, never written through a link), so a crash mid-write never leaves a corrupt file under the
+final name. Every checkpoint carries a SHA-256 digest of its contents (torch.load does not check
+the zip CRCs, so a flipped bit in the weights would otherwise load silently); a file that does not
+match it is refused. The digest proves integrity, not origin: anyone can write a file with a
+matching digest, so a checkpoint from someone else is data you choose to trust (it never runs
+code, but a run checkpoint's config decides what a resumed run does).
 """
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import re
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from torch import nn
 
 from datafree.spec import InputSpec
 from datafree.errors import CheckpointError, DatafreeError
+from datafree.files import atomic_write
 
 MODEL_FORMAT = "datafree.model/1"
 RUN_FORMAT = "datafree.run/1"
@@ -40,24 +43,8 @@ class ModelCheckpoint:
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to `path` through a temporary file: the final name only ever holds a whole file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # a failed write (disk full, Ctrl-C) leaves neither a partial file nor debris
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    """torch.save to `path` whole or not at all, never through a symbolic link (see files.py)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def safe_load(path: str | Path, expected_format: str) -> dict[str, Any]:
@@ -207,7 +194,7 @@ def list_run_checkpoints(run_dir: Path) -> list[Path]:
 def unfinished_writes(run_dir: Path) -> list[Path]:
     """Temporary files of run-checkpoint writes that a killed process left half-done."""
     folder = run_dir / "checkpoints"
-    return sorted(folder.glob(".step_*.pt.tmp")) if folder.is_dir() else []
+    return sorted(folder.glob(".step_*.tmp")) if folder.is_dir() else []
 
 
 def save_run(state: dict[str, Any], run_dir: Path, step: int, keep: int) -> Path:

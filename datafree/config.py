@@ -99,7 +99,10 @@ class ModelConfig:
     factory: str = ""  # instead of a registered name: "package.module:function" returning the nn.Module (runs your code)
     checkpoint: str = ""  # weights to start from: a datafree checkpoint, a TorchScript archive, or a state_dict for `factory`
     source: str = ""  # what the model really was when it was passed as an nn.Module (recorded, not read)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    # Gradient-norm clipping at 5 (ZSKT's value) by default: a student without BatchNorm (LeNet-5) under
+    # a T = 20 KL term or SGD at lr 0.05 otherwise blows up in a few steps; BatchNorm students on digits
+    # stay below it (median gradient norm 0.6–1.4).
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(grad_clip=5.0))
 
     def check(self, key: str) -> None:
         self.optim.check(f"{key}.optim")

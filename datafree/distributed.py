@@ -117,6 +117,15 @@ def gather_objects(obj: object, d: Dist) -> list[object]:
     return out
 
 
+def broadcast_object(obj: object, d: Dist) -> object:
+    """Rank 0's `obj` on every rank (e.g. the run directory it chose)."""
+    if not d.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier(d: Dist) -> None:
     if d.enabled:
         dist.barrier()

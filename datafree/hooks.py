@@ -41,19 +41,20 @@ class Probe:
         self.inner = inner
         self._capture: set[str] = set()
         self._out: Outputs | None = None
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []  # removed by close(): the user's module is left as found
         self.bn_layers = [m for m in inner.modules()
                           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
         for m in self.bn_layers:
-            m.register_forward_hook(self._bn_hook)
+            self.handles.append(m.register_forward_hook(self._bn_hook))
         linears = [m for m in inner.modules() if isinstance(m, nn.Linear)]
         self.has_linear = bool(linears)
         if linears:
-            linears[-1].register_forward_hook(self._penultimate_hook)
+            self.handles.append(linears[-1].register_forward_hook(self._penultimate_hook))
         for name in find_stage_layers(inner, input_shape) if len(input_shape) == 3 else []:
-            inner.get_submodule(name).register_forward_hook(self._stage_hook)
+            self.handles.append(inner.get_submodule(name).register_forward_hook(self._stage_hook))
         if feature_layer:
             try:
-                inner.get_submodule(feature_layer).register_forward_hook(self._feature_hook)
+                self.handles.append(inner.get_submodule(feature_layer).register_forward_hook(self._feature_hook))
             except AttributeError:
                 names = [n for n, _ in inner.named_modules() if n]
                 raise ConfigError(f"feature layer {feature_layer!r} not found in the model (layers: {', '.join(names[:40])})") from None
@@ -71,6 +72,11 @@ class Probe:
             return self._out
         finally:
             self._capture, self._out = set(), None
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
 
     def _bn_hook(self, module: nn.Module, inputs: tuple[torch.Tensor], _output: torch.Tensor) -> None:
         if "bn" not in self._capture:

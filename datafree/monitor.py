@@ -5,10 +5,12 @@ CI); and console messages. Only the main process (rank 0) writes anything.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 
@@ -19,12 +21,25 @@ class Monitor:
         self.console = console
         self.writer = None
         if run_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
             # A resumed run drops what the stopped one logged after its last checkpoint (no double curves).
             self.writer = SummaryWriter(str(run_dir), purge_step=start_step + 1 if start_step else None)
         self.bar = tqdm(total=total_steps, initial=start_step, desc=description, dynamic_ncols=True,
                         disable=True if not console else None, leave=False, file=sys.stderr)
+
+    def relocate(self, move: Callable[[], Path]) -> None:
+        """Close the event file, let `move()` move it (it returns the new folder), and log on there.
+        (TensorBoard's writer reopens its file by name for every write, so it cannot follow a move.)"""
+        if self.writer is None:
+            move()
+            return
+        self.writer.close()
+        self.writer = SummaryWriter(str(move()))
+
+    def files(self) -> list[Path]:
+        """The event files this monitor writes (for the run directory's record)."""
+        if not self.writer:
+            return []
+        return [Path(self.writer.file_writer.event_writer._file_name)]
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self.writer:

@@ -1,10 +1,16 @@
 """What a run reports while it trains: every loss term of every player averaged between log lines,
 learning rates, throughput and the budget spent; for data-free runs, health figures of a fresh
 synthetic batch (class balance, diversity, agreement), histograms and sample grids, and the
-generator-collapse warning.
+generator-collapse warning; for every run, the dead-student warning.
+
+A dead student (a learning rate too high for it: weights blown into dead ReLUs or a constant
+output) answers every input alike, so its agreement with its targets sits at chance while its
+predictions are uniform or all one class. Training looks normal otherwise (no NaN, a flat loss),
+so the run says so, once, on the console and in TensorBoard.
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,6 +25,8 @@ from datafree.monitor import Monitor
 if TYPE_CHECKING:
     from datafree.trainer import Trainer
 
+DEAD_STUDENT_UPDATES = 100  # a stretch this long of dead-looking student updates is warned about
+
 
 class Reporter:
     def __init__(self, trainer: "Trainer") -> None:
@@ -28,12 +36,46 @@ class Reporter:
         self.monitor: Monitor | None = None
         self.sums: dict[str, torch.Tensor] = {}  # loss terms summed since the last log line
         self.counts: dict[str, int] = {}
+        self.student_window: list[torch.Tensor] = []  # per student update: [agreeing, top-class share, normalised entropy]
+        self.dead_updates = 0  # consecutive student updates that looked dead
+        self.dead_warned = False
 
     def state_dict(self) -> dict[str, Any]:
-        return {"collapsed": self.collapse.collapsed}
+        return {"collapsed": self.collapse.collapsed, "dead_updates": self.dead_updates, "dead_warned": self.dead_warned}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.collapse.collapsed = state["collapsed"]
+        self.dead_updates, self.dead_warned = state["dead_updates"], state["dead_warned"]
+
+    @torch.no_grad()
+    def observe_student(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Record how a student batch's answers compare with its targets (no device sync here)."""
+        k = logits.shape[1]
+        predictions = logits.detach().argmax(1)
+        share = torch.bincount(predictions, minlength=k).max() / len(predictions)
+        p = F.softmax(logits.detach().float(), 1)
+        entropy = -(p * p.clamp_min(1e-12).log()).sum(1).mean() / math.log(k)
+        self.student_window.append(torch.stack([(predictions == targets).float().mean(), share.float(), entropy]))
+
+    def check_dead_student(self) -> None:
+        t = self.trainer
+        if not self.student_window:
+            return
+        agreement, share, entropy = torch.stack(self.student_window).mean(0).tolist()
+        updates, self.student_window = len(self.student_window), []
+        k = t.info.num_classes
+        dead = agreement <= 1.5 / k and (share >= 0.9 or entropy >= 0.98)
+        self.dead_updates = self.dead_updates + updates if dead else 0
+        if dead and not self.dead_warned and self.dead_updates >= DEAD_STUDENT_UPDATES:
+            self.dead_warned = True
+            lr = t.cfg.student.optim.lr
+            how = "all one class" if share >= 0.9 else "uniform"
+            message = (f"step {t.step}: the student is not learning: for {self.dead_updates} updates its answers were "
+                       f"{how} and agreed with its targets {agreement:.0%} of the time (chance: {1 / k:.0%}). The "
+                       f"likely cause is a learning rate too high for it (student.optim.lr = {lr:g}): lower it, or "
+                       f"set student.optim.grad_clip")
+            self.monitor.message(message)
+            self.monitor.text(t.step, "student/dead", message)
 
     def accumulate(self, values: dict[str, torch.Tensor]) -> None:
         for k, v in values.items():
@@ -54,6 +96,7 @@ class Reporter:
         values["budget/seconds"] = t.counters["seconds"]
         if t.generator is not None:
             values.update(self.synthetic_diagnostics())
+        self.check_dead_student()
         self.monitor.scalars(t.step, values)
         figures = {"loss": f"{values.get('loss/student/total', float('nan')):.4f}"}
         if t.last_eval:
@@ -79,7 +122,7 @@ class Reporter:
         balance, spread = diagnostics.class_balance(t_logits), diagnostics.diversity(x)
         counts = torch.bincount(t_logits.argmax(1), minlength=t.info.num_classes)
         message = None
-        if step > steps // 10:  # a fresh generator is collapsed by construction: let it warm up
+        if step > max(steps // 10, t.cfg.generator.collapse_warmup):  # a fresh generator is collapsed: let it warm up
             message = self.collapse.check(step, balance, spread, int(counts.argmax()), float(counts.max() / counts.sum()))
         if message:
             self.monitor.message(message)

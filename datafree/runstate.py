@@ -88,7 +88,10 @@ def save(trainer: "Trainer") -> Path | None:
     state = state_dict(trainer)
     if trainer.run_dir is None or not trainer.dist.is_main:
         return None
-    return checkpoint.save_run(state, trainer.run_dir, trainer.step, trainer.cfg.trainer.keep_checkpoints)
+    path = checkpoint.save_run(state, trainer.run_dir, trainer.step, trainer.cfg.trainer.keep_checkpoints)
+    if trainer.on_checkpoint is not None:
+        trainer.on_checkpoint(path)
+    return path
 
 
 def last_good_checkpoint(run_dir: Path | None) -> str:

@@ -100,10 +100,14 @@ def call_factory(text: str, args: dict[str, Any], spec: InputSpec | None) -> nn.
         parameters = inspect.signature(function).parameters
     except (TypeError, ValueError):
         parameters = {}
-    if spec is not None:
-        for name, value in (("num_classes", spec.num_classes), ("input_shape", spec.input_shape)):
-            if name in parameters and name not in kwargs and value is not None:
-                kwargs[name] = value
+    for name, value in (("num_classes", spec and spec.num_classes), ("input_shape", spec and spec.input_shape)):
+        if name not in parameters or name in kwargs:
+            continue
+        if value is not None:
+            kwargs[name] = value
+        elif parameters[name].default is inspect.Parameter.empty:
+            option = "--num-classes (data.num_classes)" if name == "num_classes" else "--input-shape (data.input_shape)"
+            raise ConfigError(f"factory {text!r} takes {name}: give {option}")
     try:
         module = function(**kwargs)
     except TypeError as e:
@@ -159,10 +163,14 @@ def from_file(path: str | Path, section: ModelConfig, role: str, spec: InputSpec
     except CheckpointError as e:
         if "custom model" in str(e) or "bare state_dict" in str(e):
             raise CheckpointError(f"{path} holds weights without their architecture; give the function that builds "
-                                  f"the model: --{role}-factory package.module:function (in Python: load the weights "
+                                  f"the model: {factory_option(role)} package.module:function (in Python: load the weights "
                                   f"into your module and pass the module)") from None
         raise
     return Network(ckpt.model, "checkpoint", str(path), spec=ckpt.info, arch=ckpt.arch, metrics=ckpt.metrics)
+
+
+def factory_option(role: str) -> str:
+    return "--factory" if role == "model" else f"--{role}-factory"
 
 
 def teacher_network(section: ModelConfig, spec: InputSpec | None) -> Network:

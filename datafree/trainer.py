@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,8 @@ class Trainer:
                  run_dir: Path | None, dist: Dist = Dist(), notes: dict[str, Any] | None = None) -> None:
         self.cfg, self.dataset, self.info, self.dist, self.run_dir = cfg, dataset, dataset.info, dist, run_dir
         self.notes = dict(notes or {})  # recorded in checkpoints (e.g. the teacher file's digest)
+        self.on_checkpoint: Callable[[Path], None] | None = None  # told of every run checkpoint written
+        self.teacher_requires_grad = [p.requires_grad for p in teacher.parameters()] if teacher is not None else []
         built = assemble(cfg, self.info, student, teacher, dist)
         self.method, self.device, self.players = built.method, built.device, built.players
         self.autocast_dtype, self.memory_format = built.autocast_dtype, built.memory_format
@@ -76,6 +79,15 @@ class Trainer:
         self.stop_signal: int | None = None
         self.reporter = Reporter(self)
         self.evaluator = Evaluator(self)
+
+    def close(self) -> None:
+        """Leave the networks as they were given: no hooks, the teacher's parameters trainable again."""
+        for probe in (self.teacher_probe, self.student_probe):
+            if probe is not None:
+                probe.close()
+        if self.teacher is not None:
+            for p, flag in zip(self.teacher.parameters(), self.teacher_requires_grad):
+                p.requires_grad_(flag)
 
     def player(self, name: str) -> Player:
         return next(p for p in self.players if p.name == name)
@@ -157,6 +169,8 @@ class Trainer:
             total, terms = self.losses(player, batch)
         if player.name == "student":
             self.counters["student_steps"] += 1
+            targets = batch.teacher.logits.argmax(1) if "teacher" in batch.__dict__ else batch.labels
+            self.reporter.observe_student(batch.student.logits, targets)
         self.optimize(player, total)
         out = {f"loss/{player.name}/{k}": v.detach().float() for k, v in terms.items()}
         out[f"loss/{player.name}/total"] = total.detach().float()

@@ -36,7 +36,7 @@ def default_width(info: InputSpec, reference_parameters: int | None) -> int:
 
 class DCGANGenerator(Generator):
     def __init__(self, info: InputSpec, nz: int = 100, width: int | None = None, conditional: bool = False,
-                 reference_parameters: int | None = None) -> None:
+                 reference_parameters: int | None = None, output: str = "sigmoid") -> None:
         super().__init__()
         check_noise_size('dcgan', nz)
         if not info.is_image:
@@ -49,8 +49,11 @@ class DCGANGenerator(Generator):
             raise ConfigError(f"config key 'generator.args.width' must be a positive integer (got {width!r})")
         self.nz, self.num_classes, self.conditional = nz, info.num_classes, conditional
         self.init_hw = (height // 4, width_px // 4)
-        self.normalized = info.normalized
-        if info.normalized:
+        # "sigmoid": pixels in [0, 1], then the data's normalisation (zju-vipa's DataFree generator).
+        # "batchnorm": Tanh, then BatchNorm without affine parameters (DFAD's and DAFL's generators):
+        # every batch is standardised per channel, the normalised data's own statistics.
+        self.normalized = info.normalized and output == "sigmoid"
+        if self.normalized:
             self.register_buffer("mean", torch.tensor(info.mean).view(-1, 1, 1))
             self.register_buffer("std", torch.tensor(info.std).view(-1, 1, 1))
         if conditional:
@@ -63,7 +66,8 @@ class DCGANGenerator(Generator):
             nn.Upsample(scale_factor=2),
             nn.Conv2d(2 * width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.LeakyReLU(0.2),
             nn.Conv2d(width, channels, 3, padding=1),
-            nn.Sigmoid() if info.normalized else nn.BatchNorm2d(channels),
+            *([nn.Sigmoid()] if self.normalized else
+              [nn.Tanh(), nn.BatchNorm2d(channels, affine=False)] if output == "batchnorm" else [nn.BatchNorm2d(channels)]),
         )
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -78,6 +82,12 @@ class DCGANGenerator(Generator):
 def dcgan(info: InputSpec, nz: int = 100, width: int | None = None, reference_parameters: int | None = None) -> Generator:
     """DCGAN-style image generator (DFAD/DAFL/DFQ/CMI), output in the normalised input space."""
     return DCGANGenerator(info, nz, width, reference_parameters=reference_parameters)
+
+
+@register_generator("dcgan_bn")
+def dcgan_bn(info: InputSpec, nz: int = 100, width: int | None = None, reference_parameters: int | None = None) -> Generator:
+    """DFAD's and DAFL's generator: the DCGAN body ending in Tanh + BatchNorm (standardised batches)."""
+    return DCGANGenerator(info, nz, width, reference_parameters=reference_parameters, output="batchnorm")
 
 
 @register_generator("dcgan_conditional")

@@ -20,22 +20,19 @@ import torch
 
 import datafree.api
 import datafree.checkpoint
+import datafree.files
 from datafree import cli
 
 trainers: list[datafree.api.Trainer] = []
 stop_request: dict = {}  # {"rank": r, "step": s}: SIGTERM to this process then
-writes: list[str] = []  # files this rank wrote (checkpoints, models, config.toml, metrics.json)
+writes: list[str] = []  # files this rank wrote (checkpoints, models, config.toml, metrics.json, the manifest)
+original_atomic_write = datafree.files.atomic_write
 
 
-def recording(write):
-    """`write` (atomic_save(obj, path) or Path.write_text(path, text)), noting the path in `writes`."""
-    def wrapper(*args, **kwargs):
-        writes.append(str(args[1] if write is original_atomic_save else args[0]))
-        return write(*args, **kwargs)
-    return wrapper
-
-
-original_atomic_save, original_write_text = datafree.checkpoint.atomic_save, Path.write_text
+def recording_atomic_write(path, write):
+    """Every file datafree writes goes through files.atomic_write: note its path in `writes`."""
+    writes.append(str(path))
+    return original_atomic_write(path, write)
 
 
 class RecordingTrainer(datafree.api.Trainer):
@@ -61,8 +58,7 @@ class RecordingTrainer(datafree.api.Trainer):
 
 def main() -> None:
     datafree.api.Trainer = RecordingTrainer  # api.run looks the class up at call time
-    datafree.checkpoint.atomic_save = recording(original_atomic_save)
-    Path.write_text = recording(original_write_text)
+    datafree.files.atomic_write = datafree.checkpoint.atomic_write = recording_atomic_write
     for job in json.loads(Path(sys.argv[1]).read_text()):
         trainers.clear()
         writes.clear()

@@ -206,7 +206,7 @@ def write_case(case: str, folder: Path, teacher: Path) -> Path:
     ("flipped", ["is corrupt: its contents do not match the checksum saved with them; use an intact copy"]),
     ("module", ["contains pickled Python objects (a whole nn.Module?); datafree refuses to unpickle them",
                 "Save weights instead: datafree.save_model(model, info, path)"]),
-    ("state_dict", ["is not a datafree checkpoint (a bare state_dict?); wrap weights with datafree.save_model"]),
+    ("state_dict", ["holds weights without their architecture; give the function that builds the model: --"]),
     ("run_checkpoint", ["is a run checkpoint, but a model checkpoint (teacher.pt / student.pt) is needed here"]),
 ])
 def test_bad_checkpoint_files(digits_teacher, tmp_path, workdir, capsys, case, expected):
@@ -237,17 +237,19 @@ def test_a_pickle_that_would_run_code_is_refused_and_does_not_run(tmp_path, work
 # Existing outputs are never replaced without being asked
 
 
-def make_old_run(folder: Path) -> Path:
+def make_old_run(folder: Path, teacher: Path) -> Path:
+    """A finished earlier run in folder/run (checkpoints at steps 3 and 6), plus a file of the user's."""
+    assert cli.main(["distill", "--teacher", str(teacher), "--run-dir", "run", "--method", "kd", "--quiet", "--steps",
+                     "6", "--set", "trainer.checkpoint_every=3", "--set", "student.args.width=4",
+                     "--set", "trainer.batch_size=32", "--set", "trainer.eval_every=0"]) == 0
     run = folder / "run"
-    checkpoint.save_run({"step": 1}, run, 1, keep=2)
-    (run / "config.toml").write_text("# an earlier run\n")
-    (run / "student.pt").write_bytes(b"earlier weights")
     (run / "notes.txt").write_text("the user's own file\n")
     return run
 
 
 def test_an_existing_run_directory_is_not_overwritten(digits_teacher, workdir, capsys):
-    make_old_run(workdir)
+    make_old_run(workdir, digits_teacher)
+    capsys.readouterr()
     before = snapshot(workdir)
     refused(capsys, distill(digits_teacher), "run directory run already exists; pass --resume run to continue it "
                                              "or --overwrite to replace it")
@@ -256,9 +258,11 @@ def test_an_existing_run_directory_is_not_overwritten(digits_teacher, workdir, c
     assert snapshot(workdir) == before
 
 
-def test_overwrite_never_deletes_the_teacher_it_reads(digits_teacher, workdir, capsys):
-    run = make_old_run(workdir)
-    (run / "teacher.pt").write_bytes(digits_teacher.read_bytes())
+def test_overwrite_never_deletes_the_teacher_it_reads(workdir, capsys):
+    argv = ["train-teacher", "--run-dir", "run", "--quiet", "--steps", "3", "--set", "teacher.args.width=4",
+            "--set", "trainer.batch_size=32", "--set", "trainer.eval_every=0"]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
     before = snapshot(workdir)
     refused(capsys, ["distill", "--teacher", "run/teacher.pt", "--run-dir", "run", "--overwrite", *TINY],
             "--overwrite would delete run/teacher.pt, the teacher this run reads; copy it elsewhere first")
@@ -266,13 +270,27 @@ def test_overwrite_never_deletes_the_teacher_it_reads(digits_teacher, workdir, c
 
 
 def test_overwrite_replaces_only_what_datafree_wrote(digits_teacher, workdir, capsys):
-    make_old_run(workdir)
+    run = make_old_run(workdir, digits_teacher)
+    (run / "events.out.tfevents.mine").mkdir()  # a folder of the user's that merely looks like a run file
+    (run / "events.out.tfevents.mine" / "keep.txt").write_text("mine\n")
+    old_events = sorted(p.name for p in run.glob("events.out.tfevents.*.0"))
     assert cli.main(distill(digits_teacher, "--overwrite", "--method", "kd")) == 0
     capsys.readouterr()
-    assert (workdir / "run" / "notes.txt").read_text() == "the user's own file\n"
-    assert [p.name for p in checkpoint.list_run_checkpoints(workdir / "run")] == ["step_00000003.pt"]
-    assert (workdir / "run" / "config.toml").read_text() != "# an earlier run\n"
-    assert checkpoint.load_model(workdir / "run" / "student.pt").info.name == "digits"
+    assert (run / "notes.txt").read_text() == "the user's own file\n"
+    assert (run / "events.out.tfevents.mine" / "keep.txt").read_text() == "mine\n"
+    assert not any((run / name).exists() for name in old_events)
+    assert [p.name for p in checkpoint.list_run_checkpoints(run)] == ["step_00000003.pt"]
+    assert "steps = 3" in (run / "config.toml").read_text()
+    assert checkpoint.load_model(run / "student.pt").info.name == "digits"
+
+
+def test_overwrite_refuses_a_folder_datafree_did_not_write(digits_teacher, workdir, capsys):
+    (workdir / "run").mkdir()
+    (workdir / "run" / "config.toml").write_text("# the user's own config\n")
+    before = snapshot(workdir)
+    refused(capsys, distill(digits_teacher, "--overwrite"), "--overwrite replaces only what a datafree run recorded "
+                                                            "writing, and run has no record")
+    assert snapshot(workdir) == before
 
 
 def test_train_teacher_refuses_to_replace_an_existing_out_file(workdir, capsys):
@@ -299,8 +317,9 @@ def test_resume_of_nothing(workdir, capsys):
     assert snapshot(workdir) == {"empty_run": None}
 
 
-def test_resume_with_a_corrupt_latest_checkpoint_names_the_way_back(workdir, capsys):
-    run = make_old_run(workdir)
+def test_resume_with_a_corrupt_latest_checkpoint_names_the_way_back(digits_teacher, workdir, capsys):
+    run = make_old_run(workdir, digits_teacher)
+    capsys.readouterr()
     latest = run / "checkpoints" / "step_00000006.pt"
     latest.write_bytes(b"half a checkpoint")
     before = snapshot(workdir)
@@ -312,7 +331,7 @@ def test_resume_with_a_corrupt_latest_checkpoint_names_the_way_back(workdir, cap
 def test_a_run_directory_that_cannot_be_created(digits_teacher, workdir, capsys):
     (workdir / "a_file").write_text("")
     refused(capsys, ["distill", "--teacher", str(digits_teacher), "--run-dir", "a_file/run", *TINY],
-            "Not a directory: ", "a_file/run", "check that the path exists and can be written")
+            "could not write a_file/run: part of that path is a file, not a folder; choose another path")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,7 +360,7 @@ def test_the_real_process_exits_2_with_one_line_and_shows_the_traceback_with_deb
 
 def test_overwrite_spares_other_files_in_checkpoints(digits_teacher, workdir, capsys):
     """`--run-dir .` in the repository root: checkpoints/ also holds the trained teachers."""
-    run = make_old_run(workdir)
+    run = make_old_run(workdir, digits_teacher)
     teachers = run / "checkpoints" / "teachers" / "digits"
     teachers.mkdir(parents=True)
     (teachers / "digits_cnn.pt").write_bytes(digits_teacher.read_bytes())

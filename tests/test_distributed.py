@@ -91,9 +91,9 @@ def run_files(run_dir: Path) -> list[str]:
 
 def test_run_directory_is_written_once_in_the_single_process_format(runs):
     ddp, single = runs / "ours", runs / "single"
-    assert run_files(ddp) == run_files(single) == ["<events>", "checkpoints/step_00000002.pt",
-                                                    "checkpoints/step_00000004.pt", "config.toml", "metrics.json",
-                                                    "student.pt"]
+    assert run_files(ddp) == run_files(single) == [".datafree-manifest.json", ".datafree.lock", "<events>",
+                                                    "checkpoints/step_00000002.pt", "checkpoints/step_00000004.pt",
+                                                    "config.toml", "metrics.json", "student.pt"]
     ddp_cfg, single_cfg = load(ddp / "config.toml").to_dict(), load(single / "config.toml").to_dict()
     ddp_cfg["run"].pop("dir"), single_cfg["run"].pop("dir")
     assert ddp_cfg == single_cfg
@@ -104,7 +104,8 @@ def test_run_directory_is_written_once_in_the_single_process_format(runs):
     # test accuracy summed over the two ranks' shards = the saved student on the whole test set
     assert metrics["student_accuracy"] == pytest.approx(api.evaluate(ddp / "student.pt")["accuracy"], abs=1e-9)
     rank0, rank1 = ranks(runs / "out-ours")
-    assert rank1["writes"] == [] and sorted(Path(w).name for w in rank0["writes"]) == [
+    written = sorted(Path(w).name for w in rank0["writes"] if not w.endswith(".datafree-manifest.json"))
+    assert rank1["writes"] == [] and written == [
         "config.toml", "metrics.json", "step_00000002.pt", "step_00000004.pt", "student.pt"]  # each written once
     saved = torch.load(ddp / "student.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(v, rank0["models"]["student"][k]) for k, v in saved.items())
@@ -138,4 +139,5 @@ def test_resume_with_another_number_of_processes_is_refused(runs):
     with pytest.raises(ConfigError, match="saved by 2 process"):
         api.resume(runs / "stopped-copy", quiet=True)
     assert run_files(runs / "stopped-copy") == [  # nothing written, nothing lost
-        "<events>", "checkpoints/step_00000002.pt", "checkpoints/step_00000003.pt", "config.toml"]
+        ".datafree-manifest.json", ".datafree.lock", "<events>", "checkpoints/step_00000002.pt",
+        "checkpoints/step_00000003.pt", "config.toml"]
