@@ -29,7 +29,7 @@ def missing_layers(need: str, teacher: Network | None) -> str | None:
     if teacher.scripted:
         return "a TorchScript teacher's layers cannot be read by hooks"
     layers = list(teacher.module.modules())
-    if need == "teacher.bn" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
+    if need in ("teacher.bn", "teacher.bn_stats", "teacher.instance") and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
                                         for m in layers):
         return "the teacher has no BatchNorm layers"
     if need == "teacher.penultimate" and not any(isinstance(m, nn.Linear) for m in layers):
@@ -65,6 +65,12 @@ def adapt(cfg: Config, spec: InputSpec, teacher: Network | None) -> tuple[Config
                                   f"set it to 0")
             changes[key] = 0.0
             said.append(f"dropped loss term '{term}' of the {player} ({reasons[0]})")
+            for substitute, weight in method.fallbacks.get(term, {}).items():
+                usable = not any(need == "image" and not spec.is_image or missing_layers(need, teacher)
+                                 for need in TERMS.get(substitute).needs)
+                if usable and substitute not in cfg.method.terms.get(player, {}) and substitute not in terms:
+                    changes[f"method.terms.{player}.{substitute}"] = weight
+                    said.append(f"'{substitute}' ({weight:g}) in its place")
     if not changes:
         return cfg, None
     adapted = from_dict(cfg.to_dict(), changes)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import random
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,11 @@ from datafree.config import Config, ModelConfig, from_dict, parse_overrides, rea
 from datafree.data import Dataset, eval_batches, load_dataset
 from datafree.distributed import Dist, barrier, broadcast_object, init_from_env
 from datafree.errors import CheckpointError, ConfigError
+from datafree.files import write_text
 from datafree.inputs import classes_of, load_inputs, with_inputs_of
 from datafree.methods import METHODS
 from datafree.models import check_model_io, count_parameters
 from datafree.monitor import Monitor
-from datafree.files import write_text
 from datafree.rundir import RunDirectory, default_run_dir
 from datafree.sources import Network, call_factory, from_file, student_network, teacher_network
 from datafree.spec import InputSpec
@@ -42,6 +42,8 @@ class Result:
     run_dir: Path | None
     checkpoint: Path | None  # the saved model file
     already_finished: bool = False  # resume() of a run that had finished: nothing was trained again
+    # Every evaluation of the run: {"step", "seconds", "student_steps", <the figures>} (accuracy against time)
+    evaluations: list[dict[str, float]] = field(default_factory=list)
 
 
 def train_teacher(model: str | None = None, data: str | None = None, *, steps: int | None = None, seed: int | None = None,
@@ -126,7 +128,8 @@ def resume(run_dir: str | Path, quiet: bool = False, teacher: nn.Module | None =
                 spec = InputSpec.from_dict(state["notes"]["inputs"])
                 student = call_factory(cfg.student.factory, cfg.student.args, spec)
             model = checkpoint.load_model(model_path, student).model
-            return Result(model, numbers(record), run_dir, model_path, already_finished=True)
+            return Result(model, numbers(record), run_dir, model_path, already_finished=True,
+                          evaluations=list(record.get("evaluations", [])))
     return run(command, cfg, teacher_module=teacher, student_module=student, test_data=test_data, resume_state=state,
                quiet=quiet, run_dir=run_dir)
 
@@ -251,7 +254,8 @@ def run(command: str, cfg: Config, teacher_module: nn.Module | None = None, stud
             saved = None
             if folder is not None:
                 saved = save_final_model(command, cfg, folder.path, trainer, dataset, student.arch, metrics)
-                record = {**metrics, **{k: notes[k] for k in ("teacher", "student", "inputs") if k in notes}}
+                record = {**metrics, **{k: notes[k] for k in ("teacher", "student", "inputs") if k in notes},
+                          "evaluations": trainer.evaluations}
                 if choices:
                     record["automatic_choices"] = choices
                 folder.record(saved, write_text(folder.path / "metrics.json", json.dumps(record, indent=2) + "\n"))
@@ -264,7 +268,7 @@ def run(command: str, cfg: Config, teacher_module: nn.Module | None = None, stud
         trainer.close()
         if folder is not None:
             folder.close(succeeded)
-    return Result(trainer.student, metrics, trainer.run_dir, saved)
+    return Result(trainer.student, metrics, trainer.run_dir, saved, evaluations=list(trainer.evaluations))
 
 
 def open_run_directory(cfg: Config, command: str, dist: Dist, label: str, resumed: Path | None,

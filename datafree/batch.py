@@ -44,6 +44,7 @@ class Batch:
         self.given_labels = labels  # real labels; None for synthetic batches
         self.sampled_labels = sampled_labels  # classes a conditional generator was asked for
         self.diagnostics: dict[str, torch.Tensor] = {}  # extra scalars a term wants logged
+        self.source = x  # the samples before augmentation (terms that make views of their own read them)
 
     @cached_property
     def teacher(self) -> Outputs:

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from datafree.config import Config, DiscriminatorConfig, GeneratorConfig
-from datafree.spec import InputSpec
 from datafree.distributed import Dist, wrap
 from datafree.errors import ConfigError
 from datafree.hooks import Probe, find_stage_layers, output_shape
@@ -22,6 +21,7 @@ from datafree.methods import METHODS, PLAYERS, Method
 from datafree.methods.terms import TERMS, TermContext
 from datafree.models import check_model_io, count_parameters, dry_forward, eval_mode
 from datafree.players import Player
+from datafree.spec import InputSpec
 from discriminators import DISCRIMINATORS, Discriminator, apply_spectral_norm
 from discriminators.losses import GAN_LOSSES
 from generators import GENERATORS, Generator
@@ -76,6 +76,9 @@ def assemble(cfg: Config, info: InputSpec, student: nn.Module, teacher: nn.Modul
     memory_format = torch.channels_last if settings.channels_last and len(shape) == 3 else torch.contiguous_format
 
     # --- networks -------------------------------------------------------------------------
+    if settings.batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in student.modules()):
+        raise ConfigError(f"config key 'trainer.batch_size' must be at least 2: the model trained here has BatchNorm "
+                          f"layers, which cannot train on batches of {settings.batch_size}")
     needs_teacher = any(t != "ce" for p in names for t in weights[p])
     if needs_teacher and teacher is None:
         raise ConfigError(f"method {method.name!r} needs a teacher: pass --teacher teacher.pt")
@@ -87,7 +90,7 @@ def assemble(cfg: Config, info: InputSpec, student: nn.Module, teacher: nn.Modul
         for p in teacher.parameters():  # (a TorchScript module has no requires_grad_ of its own)
             p.requires_grad_(False)
     student = student.to(device, memory_format=memory_format).train()
-    generator = (build_generator(cfg.generator, info, device, memory_format, student)
+    generator = (build_generator(cfg.generator, info, device, memory_format, student, settings.batch_size)
                  if method.data == "synthetic" else None)
     uses_features = "discriminator" in names and DISCRIMINATORS.get(cfg.discriminator.name).uses_features
     layers = feature_layers(cfg.discriminator, teacher, student, info) if uses_features else ("", "")
@@ -120,6 +123,10 @@ def assemble(cfg: Config, info: InputSpec, student: nn.Module, teacher: nn.Modul
     players = []
     for name in names:
         modules, wrapped, optim, repeats, params, shared = owned[name]
+        if not modules:  # e.g. generator terms for a real-data method: there is no generator to train
+            given = ", ".join(f"method.terms.{name}.{t}" for t in weights[name])
+            raise ConfigError(f"method {method.name!r} has no {name} ({method.data} data), so {given} cannot apply; "
+                              f"remove it")
         terms = {term: TERMS.get(term).bind(context) for term in weights[name]}
         stateful = {f"{name}.{term}": fn for term, fn in terms.items() if isinstance(fn, nn.Module)}
         if params is None:
@@ -159,12 +166,14 @@ def check_teacher(teacher: nn.Module, student: nn.Module, info: InputSpec) -> No
 
 
 def build_generator(gc: GeneratorConfig, info: InputSpec, device: torch.device,
-                    memory_format: torch.memory_format, student: nn.Module) -> Generator:
-    if "reference_parameters" in gc.args:
-        raise ConfigError("config key 'generator.args.reference_parameters' is set from the student; remove it "
-                          "(set generator.args.width to size the generator yourself)")
+                    memory_format: torch.memory_format, student: nn.Module, batch_size: int) -> Generator:
+    for hint in ("reference_parameters", "batch_size"):
+        if hint in gc.args:
+            raise ConfigError(f"config key 'generator.args.{hint}' is set from the run; remove it "
+                              f"(set generator.args.width to size the generator yourself)")
     try:
-        generator = GENERATORS.get(gc.name)(info, reference_parameters=count_parameters(student), **gc.args)
+        generator = GENERATORS.get(gc.name)(info, reference_parameters=count_parameters(student),
+                                            batch_size=batch_size, **gc.args)
     except TypeError as e:
         raise ConfigError(f"generator {gc.name!r} does not take these arguments {gc.args}: {e}") from None
     generator = generator.to(device, memory_format=memory_format).train()

@@ -26,9 +26,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from datafree.spec import InputSpec
 from datafree.errors import CheckpointError, DatafreeError
 from datafree.files import atomic_write
+from datafree.spec import InputSpec
 
 MODEL_FORMAT = "datafree.model/1"
 RUN_FORMAT = "datafree.run/1"
@@ -138,7 +138,7 @@ def save_model(model: nn.Module, info: InputSpec, path: str | Path, arch: dict[s
 
 def load_model(path: str | Path, model: nn.Module | None = None) -> ModelCheckpoint:
     """Read a model checkpoint; build the model from its registry name, or load into `model`."""
-    from datafree.models import create_model
+    from datafree.models import abstract_model, create_model
 
     obj = safe_load(path, MODEL_FORMAT)
     damaged = f"{path} is a damaged model checkpoint"
@@ -152,6 +152,16 @@ def load_model(path: str | Path, model: nn.Module | None = None) -> ModelCheckpo
             if "factory" in arch:  # rebuilding it would import and run that code: only when asked
                 raise CheckpointError(f"{path} holds weights of a model built by {arch['factory']}; pass --factory "
                                       f"{arch['factory']} (this runs that code), or the nn.Module to load them into")
+            # The shapes the file declares must be those of its weights before anything is allocated: a
+            # damaged or crafted file declaring 3,000,000 classes is refused without building them.
+            declared = abstract_model(arch["name"], info.num_classes, info.input_shape, **arch.get("args", {}))
+            expected = {k: tuple(v.shape) for k, v in declared.state_dict().items()}
+            held = {k: tuple(v.shape) for k, v in obj["state_dict"].items()}
+            if expected != held:
+                wrong = next((k for k in expected if expected[k] != held.get(k)), None) or next(iter(held.keys() - expected.keys()))
+                raise CheckpointError(f"{damaged}: it declares model {arch['name']!r} for {info.num_classes} classes "
+                                      f"and inputs {tuple(info.input_shape)}, but its weights do not fit that model "
+                                      f"({wrong}); use an intact copy or create it again")
             model = create_model(arch["name"], info.num_classes, info.input_shape, **arch.get("args", {}))
     except CheckpointError:
         raise

@@ -3,7 +3,8 @@
     datafree                      the main job: teacher, real-data KD and data-free student on digits
     datafree train-teacher ...    train a classifier on real data and save it as a teacher
     datafree distill ...          distill a teacher into a student with any method
-    datafree evaluate CKPT        test accuracy of a saved model
+    datafree evaluate CKPT        test accuracy of a saved model (--speed: size and CPU latency)
+    datafree export CKPT ...      export a model to TorchScript, torch.export or ONNX, checked against it
     datafree list                 registered data sets, models, methods, generators, discriminators
     datafree bench SUITE          run a benchmark suite (see experiments/suites/)
 
@@ -51,7 +52,27 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-root", default="data")
     evaluate.add_argument("--factory", metavar="MODULE:FUNCTION", help="function that builds the model (runs your code)")
     add_input_options(evaluate, run=False)
+    evaluate.add_argument("--speed", action="store_true",
+                          help="also print parameters, file size and CPU milliseconds per sample at batch 1 and 64")
+    evaluate.add_argument("--teacher", metavar="FILE", help="with --speed: time this model too, side by side")
+    evaluate.add_argument("--threads", type=int, default=0, metavar="N",
+                          help="with --speed: CPU threads for the timing (default: torch's)")
     evaluate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    export = commands.add_parser("export", help="export a model to run without datafree (checked against it)")
+    export.add_argument("model", help="a datafree model checkpoint, a TorchScript archive, or weights for --factory")
+    export.add_argument("--format", required=True, metavar="{torchscript,exported,onnx}",
+                        help="torchscript (torch.jit.load), exported (torch.export .pt2) or onnx (onnxruntime)")
+    export.add_argument("--out", required=True, metavar="FILE", help="the file to write")
+    export.add_argument("--bake-normalization", action="store_true",
+                        help="the file applies (x - mean) / std itself and takes raw inputs (pixels in [0, 1])")
+    export.add_argument("--factory", metavar="MODULE:FUNCTION", help="function that builds the model (runs your code)")
+    export.add_argument("--input-shape", type=numbers_of(int), metavar="C,H,W",
+                        help="what the model takes per sample, when the file does not record it")
+    export.add_argument("--mean", type=numbers_of(float), help="the model's input normalisation mean, per channel or feature")
+    export.add_argument("--std", type=numbers_of(float), help="its standard deviation (with --mean)")
+    export.add_argument("--samples", type=int, default=64, metavar="N", help="inputs of the parity check (default 64)")
+    export.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     listing = commands.add_parser("list", help="registered names")
     listing.add_argument("what", nargs="?", default="all",
@@ -182,10 +203,35 @@ def cmd_distill(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from datafree import api
 
+    if not args.speed and (args.teacher or args.threads):
+        raise DatafreeError(f"--{'teacher' if args.teacher else 'threads'} goes with --speed; add --speed")
+    if args.threads < 0:
+        raise DatafreeError(f"--threads must be a positive count, or 0 for torch's default (got {args.threads})")
     m = api.evaluate(args.checkpoint, data=args.data, test_data=args.test_data, input_shape=args.input_shape,
                      mean=args.mean, std=args.std, factory=args.factory, data_root=args.data_root)
     print(f"{args.checkpoint}: test accuracy {m['accuracy']:.2f}% on {m['samples']:,} samples "
           f"({m['parameters']:,} parameters)")
+    if args.speed:
+        from datafree.speed import figures_table, file_figures
+
+        columns = {"model": file_figures(args.checkpoint, factory=args.factory, input_shape=args.input_shape,
+                                         threads=args.threads)}
+        if args.teacher:  # the same inputs as the model when the teacher's file does not record them
+            columns["teacher"] = file_figures(args.teacher, input_shape=columns["model"]["input_shape"],
+                                              threads=args.threads)
+        for line in figures_table(columns):
+            print(line)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from datafree.exporting import export
+
+    report = export(args.model, args.format, args.out, bake_normalization=args.bake_normalization,
+                    factory=args.factory, input_shape=args.input_shape, mean=args.mean, std=args.std,
+                    samples=args.samples)
+    for line in report.lines():
+        print(line)
     return 0
 
 
@@ -239,7 +285,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "train-teacher": cmd_train_teacher, "distill": cmd_distill, "evaluate": cmd_evaluate,
-            "list": cmd_list, "bench": cmd_bench}
+            "export": cmd_export, "list": cmd_list, "bench": cmd_bench}
 
 
 def interrupted_command(path) -> str:
@@ -252,6 +298,17 @@ def interrupted_command(path) -> str:
         except (DatafreeError, OSError, KeyError, TypeError, AttributeError):
             pass
     return "distill"
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for a failed file operation, with the fix that fits its cause."""
+    import errno
+
+    where = f": {e.filename}" if e.filename else ""
+    hint = {errno.ENOENT: "check the path", errno.EACCES: "check its permissions", errno.EPERM: "check its permissions",
+            errno.ENOSPC: "free some disk space", errno.EROFS: "the file system is read-only: choose another folder",
+            errno.ENOTDIR: "part of that path is a file, not a folder", errno.EISDIR: "that is a folder, not a file"}
+    return f"{e.strerror or e}{where}; {hint.get(e.errno, 'check the path and its permissions')}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,11 +334,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"datafree: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:  # a folder that cannot be written, a full disk: the environment, not a bug
+    except OSError as e:  # a missing or unreadable file, a full disk: the environment, not a bug
         if args.debug:
             raise
-        print(f"datafree: error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}; "
-              f"check that the path exists and can be written", file=sys.stderr)
+        print(f"datafree: error: {os_error_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("datafree: interrupted", file=sys.stderr)

@@ -143,9 +143,6 @@ class GeneratorConfig:
         positive(self.replay_mb, f"{key}.replay_mb")
         at_least(self.collapse_warmup, 0, f"{key}.collapse_warmup")
         within(self.replay_fraction, 0, 1, f"{key}.replay_fraction")
-        if self.replay_size > 0 and self.replay_fraction >= 1:  # no fresh samples would be drawn once the pool is full
-            raise ConfigError(f"config key '{key}.replay_fraction' must be < 1 when the replay pool is on "
-                              f"(got {self.replay_fraction}); lower it, or set {key}.replay_size = 0")
         within(self.collapse_entropy, 0, 1, f"{key}.collapse_entropy")
         at_least(self.collapse_diversity, 0, f"{key}.collapse_diversity")
 
@@ -172,9 +169,12 @@ class MethodConfig:
     # Per player ("student", "generator", "discriminator"): term → weight, replacing the
     # method's own weight for that term; weight 0 switches a term off.
     terms: dict[str, dict[str, float]] = field(default_factory=dict)
+    warmup: int = 0  # first iterations that only synthesise (no adversarial term, no student update)
+    args: dict[str, Any] = field(default_factory=dict)  # the method's own settings (see its file)
 
     def check(self, key: str) -> None:
         positive(self.temperature, f"{key}.temperature")
+        at_least(self.warmup, 0, f"{key}.warmup")
 
 
 @dataclass
@@ -259,7 +259,19 @@ class Config:
 
     def check_replay(self) -> None:
         """A replay pool smaller than the replayed part of a student batch would fill and never be read."""
+        from datafree.methods import METHODS
+
         g = self.generator
+        method = METHODS.get(self.method.name) if self.method.name in METHODS else None
+        fills = method is not None and method.fills_pool
+        if fills and g.replay_size == 0:
+            raise ConfigError(f"method {self.method.name!r} trains the student on its pool of synthesised samples: "
+                              f"config key 'generator.replay_size' must be > 0")
+        if not fills and g.replay_size > 0 and g.replay_fraction >= 1:  # no fresh samples once the pool is full
+            raise ConfigError(f"config key 'generator.replay_fraction' must be < 1 when the replay pool is on "
+                              f"(got {g.replay_fraction}); lower it, or set generator.replay_size = 0")
+        if fills:
+            return
         n_replay = replay_count(self.trainer.batch_size, g.replay_fraction)
         if 0 < g.replay_size < n_replay:
             raise ConfigError(f"config key 'generator.replay_size' must be 0 or at least {n_replay} "
@@ -285,6 +297,7 @@ class Config:
             if name not in registry:
                 raise ConfigError(f"config key {key!r}: {registry.unknown_message(name)}")
         METHODS.get(self.method.name).weights(self.method.terms)  # checks method.terms
+        METHODS.get(self.method.name).settings(self.method.args)  # checks method.args
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)
@@ -354,7 +367,14 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        return tomllib.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text (TOML files are UTF-8; is it a checkpoint, or saved "
+                          f"in another encoding?); save it as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read: {e.strerror}") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
 

@@ -4,6 +4,10 @@ A `Probe` wraps a model; `probe(x, capture)` runs one forward pass and returns t
 whatever internals were asked for:
 - `"bn"`: the DeepInversion/DFQ BatchNorm statistic loss, Σ_l ‖μ_l(x) − running_mean_l‖₂ +
   ‖σ²_l(x) − running_var_l‖₂ over every BatchNorm layer;
+- `"bn_stats"`: each BatchNorm layer's batch mean and variance, for terms that blend them over
+  batches (Fast-DFKD's BN statistics with momentum);
+- `"instance"`: per-sample channel means of every BatchNorm layer's input, concatenated: the
+  instance statistics CMI embeds;
 - `"penultimate"`: the input of the last `nn.Linear` (DAFL's activation term);
 - `"stages"`: the last activation at each spatial resolution (attention transfer);
 - `"feature"`: the output of one chosen layer (the feature discriminator).
@@ -25,6 +29,8 @@ from datafree.models import dry_forward
 class Outputs:
     logits: torch.Tensor
     bn: torch.Tensor | None = None
+    bn_stats: list[tuple[torch.Tensor, torch.Tensor, nn.Module]] = field(default_factory=list)  # mean, var, layer
+    instance: torch.Tensor | None = None
     penultimate: torch.Tensor | None = None
     stages: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
     feature: torch.Tensor | None = None
@@ -61,7 +67,7 @@ class Probe:
 
     def __call__(self, x: torch.Tensor, capture: Iterable[str] = ()) -> Outputs:
         self._capture = set(capture)
-        if "bn" in self._capture and not self.bn_layers:
+        if self._capture & {"bn", "bn_stats", "instance"} and not self.bn_layers:
             raise ConfigError("the bn term needs a teacher with BatchNorm layers; this teacher has none")
         if "penultimate" in self._capture and not self.has_linear:
             raise ConfigError("the act term reads the input of the teacher's last nn.Linear; this teacher has none "
@@ -79,11 +85,20 @@ class Probe:
         self.handles = []
 
     def _bn_hook(self, module: nn.Module, inputs: tuple[torch.Tensor], _output: torch.Tensor) -> None:
-        if "bn" not in self._capture:
+        if "instance" in self._capture:
+            x = inputs[0].float()
+            per_sample = x.mean(list(range(2, x.dim()))) if x.dim() > 2 else x
+            out = self._out
+            out.instance = per_sample if out.instance is None else torch.cat([out.instance, per_sample], 1)
+        if "bn" not in self._capture and "bn_stats" not in self._capture:
             return
         x = inputs[0].float()
         dims = [0] + list(range(2, x.dim()))  # every axis but the channel axis
         mean, var = x.mean(dims), x.var(dims, unbiased=False)
+        if "bn_stats" in self._capture:
+            self._out.bn_stats.append((mean, var, module))
+        if "bn" not in self._capture:
+            return
         loss = torch.linalg.vector_norm(mean - module.running_mean, 2) + torch.linalg.vector_norm(var - module.running_var, 2)
         self._out.bn = loss if self._out.bn is None else self._out.bn + loss
 

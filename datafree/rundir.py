@@ -97,6 +97,8 @@ class RunDirectory:
                 self.path = root / STAGING
                 shutil.rmtree(self.path, ignore_errors=True)  # what a failed earlier attempt left
                 self.path.mkdir()
+            else:
+                self.write_manifest()  # from the start: a run killed at once is still known to be ours
             self.say_holder()
         except BaseException:  # refused: leave the folder as it was found
             self.unlock(remove=self.lock_created)

@@ -14,7 +14,7 @@ import torch
 
 from datafree import checkpoint
 from datafree.distributed import broadcast_buffers, gather_objects
-from datafree.errors import ConfigError, DivergenceError
+from datafree.errors import CheckpointError, ConfigError, DatafreeError, DivergenceError
 
 if TYPE_CHECKING:
     from datafree.trainer import Trainer
@@ -36,10 +36,29 @@ def state_dict(trainer: "Trainer") -> dict[str, Any]:
         "replay": gather_objects(trainer.pool.state_dict(), dist) if trainer.pool is not None else None,  # per rank
         "reporter": trainer.reporter.state_dict(),
         "last_eval": dict(trainer.last_eval),
+        "evaluations": list(trainer.evaluations),
     }
 
 
 def load_state_dict(trainer: "Trainer", state: dict[str, Any]) -> None:
+    """Restore a run checkpoint; one that does not fit this run is refused with a one-line error."""
+    try:
+        restore(trainer, state)
+    except (DatafreeError, CheckpointError):
+        raise
+    except Exception as e:  # noqa: BLE001  missing keys, wrong types or shapes: a checkpoint of another run
+        text = (str(e).splitlines() or [type(e).__name__])[0][:160]
+        raise CheckpointError(f"the run checkpoint does not fit this run ({type(e).__name__}: {text}); it was "
+                              f"written by another run or damaged: start a new run, or resume the run it came "
+                              f"from") from None
+    for name, module in trainer.modules().items():
+        for key, value in module.state_dict().items():
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise CheckpointError(f"the latest run checkpoint holds NaN/Inf values ({name}.{key}), so it is not one "
+                                      f"to resume from: move it out of checkpoints/ to resume from the one before")
+
+
+def restore(trainer: "Trainer", state: dict[str, Any]) -> None:
     dist = trainer.dist
     if len(state["rng"]) != dist.world_size:
         raise ConfigError(f"this run was saved by {len(state['rng'])} process(es) and cannot continue exactly on "
@@ -63,6 +82,7 @@ def load_state_dict(trainer: "Trainer", state: dict[str, Any]) -> None:
         trainer.pool.load_state_dict(state["replay"][dist.rank], trainer.device)
     trainer.reporter.load_state_dict(state["reporter"])
     trainer.last_eval = dict(state["last_eval"])
+    trainer.evaluations = list(state["evaluations"])
 
 
 def sync_buffers(trainer: "Trainer") -> None:

@@ -91,13 +91,17 @@ class SyntheticSource:
     pool once it holds enough samples, the rest fresh; then augmentation."""
 
     def __init__(self, generator: nn.Module, batch_size: int, pool: ReplayPool | None, replay_fraction: float,
-                 augment: nn.Module | None) -> None:
+                 augment: nn.Module | None, pool_only: bool = False) -> None:
         self.generator, self.batch_size, self.pool, self.augment = generator, batch_size, pool, augment
         self.n_replay = replay_count(batch_size, replay_fraction) if pool is not None else 0  # (an empty pool is falsy)
+        self.pool_only = pool_only  # the method's generator turn fills the pool; batches come from it alone
 
     @torch.no_grad()
     def batch(self) -> tuple[torch.Tensor, int]:
         """A batch, and how many of its samples the generator made just now."""
+        if self.pool_only:
+            x = self.pool.sample(self.batch_size)
+            return (self.augment(x) if self.augment is not None else x), 0
         use_pool = self.pool is not None and len(self.pool) >= self.n_replay > 0
         n_fresh = self.batch_size - self.n_replay if use_pool else self.batch_size
         x, _ = self.generator.sample(n_fresh)

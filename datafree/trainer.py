@@ -69,13 +69,16 @@ class Trainer:
         else:
             gc = cfg.generator
             self.pool = ReplayPool(gc.replay_size, gc.replay_mb * 2**20) if gc.replay_size else None
-            self.synthetic = SyntheticSource(self.generator, settings.batch_size, self.pool, gc.replay_fraction,
-                                             build_augmentation(gc.augment, self.info.input_shape))
+            self.synthetic = SyntheticSource(self.generator, settings.batch_size, self.pool,
+                                             1.0 if self.method.fills_pool else gc.replay_fraction,
+                                             build_augmentation(gc.augment, self.info.input_shape),
+                                             pool_only=self.method.fills_pool)
 
         # --- progress -----------------------------------------------------------------------
         self.step = 0
         self.counters = {"student_steps": 0, "synthetic_samples": 0, "real_samples": 0, "seconds": 0.0}
         self.last_eval: dict[str, float] = {}
+        self.evaluations: list[dict[str, float]] = []  # every evaluation with the budget spent by then
         self.stop_signal: int | None = None
         self.reporter = Reporter(self)
         self.evaluator = Evaluator(self)
@@ -133,9 +136,11 @@ class Trainer:
         self.counters["synthetic_samples"] += n_fresh
         return Batch(player.name, x.contiguous(memory_format=self.memory_format), nets, captures, T)
 
-    def losses(self, player: Player, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The player's weighted loss terms on `batch` and their sum, stopping the run on NaN/Inf."""
-        terms = {name: weight * player.terms[name](batch) for name, weight in player.weights.items()}
+    def losses(self, player: Player, batch: Batch,
+               weights: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The player's weighted loss terms (or `weights` of some of them) on `batch` and their sum,
+        stopping the run on NaN/Inf."""
+        terms = {name: weight * player.terms[name](batch) for name, weight in (weights or player.weights).items()}
         total = sum(terms.values())
         if any_rank(~torch.isfinite(total.detach()), self.dist):  # a NaN on one rank stops them all
             bad = next((k for k, v in terms.items() if not torch.isfinite(v.detach())), None)
@@ -225,15 +230,18 @@ class Trainer:
 
     def train_step(self) -> None:
         """One iteration: each player's turn in order, then every learning-rate schedule."""
+        took_part = []
         for player in self.players:
             if player.turn is not None:
-                player.turn(self, player)
-            else:
-                for _ in range(player.repeats):
-                    self.reporter.accumulate(self.update(player))
+                took_part.append(player.turn(self, player) is not False)
+                continue
+            for _ in range(player.repeats):
+                self.reporter.accumulate(self.update(player))
+            took_part.append(True)
         self.step += 1
-        for player in self.players:
-            player.scheduler.step()
+        for player, moved in zip(self.players, took_part):
+            if moved:  # a player that sat out (a method's warm-up) keeps its schedule for later
+                player.scheduler.step()
 
     def can_trap_signals(self) -> bool:
         return threading.current_thread() is threading.main_thread()
@@ -256,10 +264,16 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         runstate.sync_buffers(self)  # every rank evaluates its shard with the same student
         self.last_eval = metrics = self.evaluator()
+        updates = self.counters["student_steps"]
+        self.evaluations.append({"step": self.step, "seconds": round(self.counters["seconds"], 3),
+                                 "student_steps": updates, **metrics})
         monitor = self.reporter.monitor
         if monitor:
             percent = {k: v for k, v in metrics.items() if k.endswith(("accuracy", "agreement"))}
             monitor.scalars(self.step, {f"accuracy/{k.removesuffix('_accuracy')}": v for k, v in percent.items()})
+            # Methods differ in student updates per step (s_steps): compare them on this axis, not the step's.
+            monitor.scalars(updates, {f"accuracy_by_student_updates/{k.removesuffix('_accuracy')}": v
+                                      for k, v in percent.items()})
             monitor.scalars(self.step, {f"eval/{k}": v for k, v in metrics.items() if k.endswith("_kl")})
             figures = "  ".join(f"{k.replace('_', ' ')} {v:.2f}%" for k, v in percent.items())
             monitor.message(f"step {self.step}/{self.cfg.trainer.steps}  {figures}")

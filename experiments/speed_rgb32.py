@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from datafree.config import load
-from datafree.data import Dataset, Split
+from datafree.data import Dataset
 from datafree.models import count_parameters, create_model
 from datafree.spec import InputSpec
 from datafree.trainer import Trainer

@@ -41,9 +41,9 @@ import torch.nn.functional as F
 
 from datafree.config import Config, load
 from datafree.data import Dataset, Split
-from datafree.spec import InputSpec
 from datafree.methods import METHODS
 from datafree.models import create_model
+from datafree.spec import InputSpec
 from datafree.trainer import Trainer
 from generators import GENERATORS
 

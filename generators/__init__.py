@@ -3,8 +3,9 @@
 A generator maps noise (and, if conditional, class labels) to a batch in the teacher's
 *normalised* input space. `sample(n)` draws the noise itself and returns `(x, labels)`, labels
 being the requested classes of a conditional generator or None.
-Factories take `(info: InputSpec, reference_parameters: int | None, **args)`: the student's
-parameter count, for factories that size themselves to it (others ignore it).
+Factories take `(info: InputSpec, reference_parameters=..., batch_size=..., **args)`: the student's
+parameter count and the training batch size are hints for factories that size themselves to them
+(others ignore them).
 """
 from __future__ import annotations
 
@@ -40,4 +41,4 @@ class Generator(nn.Module):
         return (forward or self)(z, labels), labels
 
 
-from generators import dcgan, mlp  # noqa: E402,F401  (registers them)
+from generators import dcgan, mlp, nayer  # noqa: E402,F401  (registers them)

@@ -20,8 +20,8 @@ import math
 import torch
 from torch import nn
 
-from datafree.spec import InputSpec
 from datafree.errors import ConfigError
+from datafree.spec import InputSpec
 from generators import Generator, check_noise_size, register_generator
 
 
@@ -79,19 +79,21 @@ class DCGANGenerator(Generator):
 
 
 @register_generator("dcgan")
-def dcgan(info: InputSpec, nz: int = 100, width: int | None = None, reference_parameters: int | None = None) -> Generator:
+def dcgan(info: InputSpec, nz: int = 100, width: int | None = None, reference_parameters: int | None = None,
+          **_: object) -> Generator:
     """DCGAN-style image generator (DFAD/DAFL/DFQ/CMI), output in the normalised input space."""
     return DCGANGenerator(info, nz, width, reference_parameters=reference_parameters)
 
 
 @register_generator("dcgan_bn")
-def dcgan_bn(info: InputSpec, nz: int = 100, width: int | None = None, reference_parameters: int | None = None) -> Generator:
+def dcgan_bn(info: InputSpec, nz: int = 100, width: int | None = None, reference_parameters: int | None = None,
+             **_: object) -> Generator:
     """DFAD's and DAFL's generator: the DCGAN body ending in Tanh + BatchNorm (standardised batches)."""
     return DCGANGenerator(info, nz, width, reference_parameters=reference_parameters, output="batchnorm")
 
 
 @register_generator("dcgan_conditional")
 def dcgan_conditional(info: InputSpec, nz: int = 100, width: int | None = None,
-                      reference_parameters: int | None = None) -> Generator:
+                      reference_parameters: int | None = None, **_: object) -> Generator:
     """The DCGAN generator with a class embedding: asked for a class, it makes one."""
     return DCGANGenerator(info, nz, width, conditional=True, reference_parameters=reference_parameters)

@@ -1,32 +1,35 @@
 """`datafree bench`: a mini suite (2 methods × 1 pair × 2 seeds on digits, a few steps each) runs,
 writes results.json, results.md, the plot and its TensorBoard image, and a second invocation runs
 nothing new; a changed config re-runs only its own runs; a run stopped half way continues from
-its checkpoint; bad suite files fail in one line naming the key."""
+its checkpoint; bad suite files fail in one line naming the key; the tables give confidence
+intervals, p-values against the reference method and accuracy against time."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from datafree import api, bench
+from datafree.bench.report import results_markdown
+from datafree.bench.runner import EVALUATION_KEYS
 from datafree.cli import main
 from datafree.errors import ConfigError
-from datafree.plot import Panel, Point, nice_ticks, scatter_panels
 from datafree.trainer import Trainer
 
 DIGITS = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "digits"
 RUN_KEYS = {"method", "pair", "seed", "accuracy", "teacher_accuracy", "agreement", "seconds", "student_steps",
-            "synthetic_samples", "real_samples", "params", "fingerprint", "published_accuracy"}
+            "synthetic_samples", "real_samples", "params", "fingerprint", "published_accuracy", "evaluations"}
 
 
-def write_suite(folder: Path, ours_steps: int = 2, extra: str = "") -> Path:
-    """The real digits configs, with a width-8 teacher and a few steps per run."""
+def write_suite(folder: Path, ours_steps: int = 2, extra: str = "", top: str = "") -> Path:
+    """The real digits configs, with a width-8 teacher and a few steps per run; `top` adds suite
+    keys, `extra` keys of the last table (ours' method overrides)."""
     path = folder / "mini.toml"
     path.write_text(f'''
 description = "mini suite for the tests"
+{top}
 seeds = [0, 1]
 overrides = {{ "trainer.steps" = 3, "trainer.batch_size" = 32, "trainer.log_every" = 1, "trainer.image_every" = 0 }}
 
@@ -81,6 +84,10 @@ def test_mini_suite_writes_results_table_plot_and_resumes_without_rerunning(tmp_
     for r in runs:
         assert RUN_KEYS <= set(r) and 0 <= r["accuracy"] <= 100
         assert r["teacher_accuracy"] == pytest.approx(results["teachers"]["small"]["accuracy"])
+        # Every evaluation (here only the final one: eval_every > steps), with the figures the table reads.
+        assert r["evaluations"] and all(set(e) <= set(EVALUATION_KEYS) for e in r["evaluations"])
+        assert r["evaluations"][-1]["student_accuracy"] == pytest.approx(r["accuracy"])
+        assert r["evaluations"][-1]["student_steps"] == r["student_steps"]
     kd, ours = runs[0], runs[2]
     assert kd["real_samples"] == 3 * 32 and kd["synthetic_samples"] == 0 and kd["student_steps"] == 3
     assert ours["real_samples"] == 0 and ours["synthetic_samples"] > 0 and ours["student_steps"] == 2 * 5
@@ -90,9 +97,14 @@ def test_mini_suite_writes_results_table_plot_and_resumes_without_rerunning(tmp_
     assert "## small → half" in table and "| **teacher** `digits_cnn` | real |" in table
     mean = sum(r["accuracy"] for r in runs[:2]) / 2
     assert f"| kd | real | {mean:.2f} ± " in table  # mean ± std over the two seeds
+    assert "| 95% CI | p vs kd |" in table and "| kd | real |" in table
+    kd_row = next(line for line in table.splitlines() if line.startswith("| kd |"))
+    ours_row = next(line for line in table.splitlines() if line.startswith("| ours |"))
+    assert "| reference |" in kd_row and ("p = " in ours_row or "p < 0.001" in ours_row or "| — |" in ours_row)
+    assert "confidence interval" in table and "Welch" in table
     assert "accuracy_vs_time.png" in table
     image = Image.open(out / "accuracy_vs_time.png")
-    assert image.size[0] > 400 and image.size[1] > 300
+    assert image.size[0] > 1000 and image.size[1] > 300
     events = list((out / "runs" / "suite").glob("events.out.tfevents*"))
     assert events and "suite/accuracy_vs_wall_clock" in tensorboard_tags(out / "runs" / "suite")["images"]
     assert len(list((out / "runs").glob("small_to_half/*/student.pt"))) == 4  # each run in its own run dir
@@ -166,16 +178,29 @@ def tensorboard_tags(log_dir: Path) -> dict:
 
 @pytest.mark.parametrize("text, message", [
     ('seeds = [0]\n[[pairs]]\nname = "p"\n', r"pairs\[0\] needs 'teacher'"),
-    ('sedes = [0]\n', r"unknown suite key 'sedes'"),
+    ('sedes = [0]\n', r"unknown suite key 'sedes'; did you mean 'seeds'\?"),
     ('[teachers.t]\nconfig = "nope.toml"\n', r"teachers.t.config not found"),
+    ('[teachers.t]\nconfg = "teacher.toml"\n', r"unknown suite key 'teachers.t.confg'; did you mean 'teachers.t.config'"),
     ('seeds = [0]\n', r"needs at least one \[\[pairs\]\]"),
-    ('seeds = ["a"]\n[[pairs]]\n', r"'seeds' must be a list of integers"),
+    ('seeds = []\n', r"suite key 'seeds' must be a non-empty list"),
+    ('seeds = ["a"]\n[[pairs]]\n', r"suite key 'seeds\[0\]' must be an integer"),
+    ('[[pairs]]\nmetods = ["kd"]\n', r"unknown suite key 'pairs\[0\].metods'; did you mean 'pairs\[0\].methods'\?"),
+    ('[[pairs]]\nmethods = "kd"\n', r"suite key 'pairs\[0\].methods' must be a list"),
+    ('[[pairs]]\noverrides = 3\n', r"suite key 'pairs\[0\].overrides' must be a table"),
+    ('[pairs]\nname = "p"\n', r"suite key 'pairs' must be a list"),
+    ('budgets = [10, -1]\n', r"suite key 'budgets\[1\]' must be a number of seconds > 0"),
+    ('budgets = 10\n', r"suite key 'budgets' must be a list"),
+    ('time_to = [101]\n', r"suite key 'time_to\[0\]' must be an accuracy in \(0, 100\]"),
+    ('reference = "kdd"\n', r"suite key 'reference': unknown method 'kdd'; did you mean 'kd'"),
+    ('seeds = [0\n', r"suite file .* is not valid TOML"),
 ])
 def test_bad_suites_fail_naming_the_key(tmp_path, text, message):
     path = tmp_path / "bad.toml"
     path.write_text(text)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as e:
         bench.load_suite(path)
+    assert str(e.value).startswith(str(path)) or "suite file" in str(e.value)  # says which file
+    assert "\n" not in str(e.value)
 
 
 def test_pairs_whose_names_share_a_run_folder_are_refused(tmp_path):
@@ -204,24 +229,88 @@ def test_suite_runs_are_checked_against_their_configs_before_anything_runs(tmp_p
     assert main(["bench", "no_such_suite"]) == 2
 
 
-@pytest.mark.parametrize("low, high", [(0, 57), (92.3, 99.1), (0, 0.4), (12, 1840), (50, 50)])
-def test_nice_ticks_cover_the_range_with_round_steps(low, high):
-    ticks = nice_ticks(low, high)
-    step = ticks[1] - ticks[0]
-    assert ticks[0] <= low and ticks[-1] >= high and 3 <= len(ticks) <= 8
-    mantissa = step / 10 ** math.floor(math.log10(step))
-    assert round(mantissa, 6) in (1, 2, 5)
-    assert all(abs((b - a) - step) < 1e-9 for a, b in zip(ticks, ticks[1:]))
+def test_a_pair_with_a_misspelt_key_is_refused_naming_it_and_suggesting_the_key(tmp_path):
+    path = write_suite(tmp_path)
+    path.write_text(path.read_text().replace('methods = ["kd", "ours"]', 'metods = ["kd", "ours"]'))
+    with pytest.raises(ConfigError) as e:
+        bench.load_suite(path)
+    message = str(e.value)
+    assert message.startswith(f"{path}: unknown suite key 'pairs[0].metods'; did you mean 'pairs[0].methods'?")
 
 
-def test_plot_draws_each_method_in_its_own_colour_at_its_place(tmp_path):
-    panel = Panel("a → b", [Point("fast", 10, 90, 1), Point("slow", 50, 60, 0, marker="square")], ("teacher", 95))
-    image = scatter_panels([panel]).convert("RGB")
-    colours = {c for _, c in image.getcolors(1 << 20)}
-    assert (0x1F, 0x77, 0xB4) in colours and (0xFF, 0x7F, 0x0E) in colours  # the first two palette colours
+def test_overrides_may_be_nested_tables_or_dotted_keys(tmp_path):
+    dotted = bench.load_suite(write_suite(tmp_path))
+    path = write_suite(tmp_path)
+    text = path.read_text().replace('"trainer.steps" = 3, "trainer.batch_size" = 32,',
+                                    'trainer = { steps = 3, batch_size = 32 },')
+    path.write_text(text.replace('[pairs.method_overrides.ours]\n"trainer.steps"',
+                                 '[pairs.method_overrides.ours.trainer]\n"steps"'))
+    nested = bench.load_suite(path)
+    assert [r.config.to_dict() for r in nested.runs] == [r.config.to_dict() for r in dotted.runs]
+    assert [r.config.trainer.steps for r in nested.runs] == [3, 2, 3, 2]  # seed-major: kd, ours per seed
 
-    def column_of(colour):  # mean x of the pixels of one colour inside the plot area (left of the legend)
-        xs = [x for x in range(80, 690) for y in range(44, 424) if image.getpixel((x, y)) == colour]
-        return sum(xs) / len(xs)
 
-    assert column_of((0x1F, 0x77, 0xB4)) < column_of((0xFF, 0x7F, 0x0E))  # 10 s left of 50 s
+def test_suite_keys_have_defaults_and_are_read(tmp_path):
+    spec = bench.load_suite(write_suite(tmp_path))
+    assert (spec.reference, spec.budgets, spec.time_to) == ("kd", [], [])
+    spec = bench.load_suite(write_suite(tmp_path, top='reference = "ours"\nbudgets = [1, 2.5]\ntime_to = [90]'))
+    assert (spec.reference, spec.budgets, spec.time_to) == ("ours", [1.0, 2.5], [90.0])
+
+
+def hand_made_results(spec) -> dict:
+    """Two seeds of kd and ours with their evaluation curves (seconds, accuracy)."""
+    def record(method: str, seed: int, data: str, *curve: tuple[float, float]) -> dict:
+        return {"pair": spec.pairs[0].name, "method": method, "seed": seed, "data": data, "accuracy": curve[-1][1],
+                "agreement": None, "seconds": curve[-1][0], "student_steps": 30, "synthetic_samples": 0,
+                "real_samples": 0, "params": 1000,
+                "evaluations": [{"step": i, "seconds": t, "student_steps": i, "student_accuracy": a}
+                                for i, (t, a) in enumerate(curve)]}
+
+    return {"teachers": {"small": {"accuracy": 95.0, "seconds": 5.0, "steps": 40, "real_samples": 2560, "params": 9}},
+            "runs": [record("kd", 0, "real", (0.5, 40.0), (2.0, 80.0), (6.0, 92.0)),
+                     record("kd", 1, "real", (0.8, 50.0), (3.0, 85.0), (4.0, 91.0)),
+                     record("ours", 0, "synthetic", (1.0, 30.0), (7.0, 70.0)),
+                     record("ours", 1, "synthetic", (2.0, 20.0), (8.0, 60.0))]}
+
+
+def table_row(table: str, method: str) -> dict[str, str]:
+    lines = table.splitlines()
+    header = next(line for line in lines if line.startswith("| method |"))
+    row = next(line for line in lines if line.startswith(f"| {method} |"))
+    return dict(zip([c.strip() for c in header.strip("|").split("|")], [c.strip() for c in row.strip("|").split("|")]))
+
+
+def test_budgets_and_time_to_give_accuracy_against_time_columns(tmp_path):
+    spec = bench.load_suite(write_suite(tmp_path, top="budgets = [1, 5]\ntime_to = [50, 90]"))
+    table = results_markdown(spec, hand_made_results(spec))
+    kd, ours = table_row(table, "kd"), table_row(table, "ours")
+    # The last evaluation at or before the budget, mean over seeds; k/n when only k runs had one by then.
+    assert kd["acc. @1 s"] == "45.00" and ours["acc. @1 s"] == "30.00 (1/2)"
+    assert kd["acc. @5 s"] == "85.50" and ours["acc. @5 s"] == "25.00"
+    # The first evaluation at or above the threshold, mean over the runs that reached it.
+    assert kd["s to 50%"] == "1.4" and ours["s to 50%"] == "7.5"
+    assert kd["s to 90%"] == "5.0" and ours["s to 90%"] == "— (0/2)"
+    assert "acc. @B s" in table and "s to X%" in table  # explained
+    teacher = next(line for line in table.splitlines() if line.startswith("| **teacher**"))
+    assert teacher.count("|") == len(kd) + 1  # as many cells as the header
+
+
+def test_tables_give_the_confidence_interval_and_welch_p_against_the_reference(tmp_path):
+    from datafree.stats import format_p, summarize, welch_p
+
+    spec = bench.load_suite(write_suite(tmp_path))
+    table = results_markdown(spec, hand_made_results(spec))
+    kd, ours = table_row(table, "kd"), table_row(table, "ours")
+    s = summarize([92.0, 91.0])
+    assert kd["student acc. %"] == "91.50 ± 0.71" and kd["95% CI"] == f"[{s.low:.2f}, {s.high:.2f}]"
+    assert kd["p vs kd"] == "reference"
+    assert ours["p vs kd"] == format_p(welch_p([70.0, 60.0], [92.0, 91.0])) and ours["p vs kd"].startswith("p ")
+    assert "acc. @" not in table and "s to " not in table  # no budgets, no thresholds: no such columns
+    assert "95% confidence interval" in table and "Welch" in table and "3 seeds" in table
+
+    # A reference the pair does not run: no p-value column for that pair, and the table says why.
+    spec = bench.load_suite(write_suite(tmp_path, top='reference = "dfad"'))
+    table = results_markdown(spec, hand_made_results(spec))
+    ours = table_row(table, "ours")
+    assert not any(h.startswith("p vs") for h in ours) and "does not run the reference method `dfad`" in table
+    assert ours["95% CI"].startswith("[")

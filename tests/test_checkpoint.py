@@ -103,7 +103,7 @@ def test_weights_that_do_not_fit(tmp_path, saved):
     obj["arch"]["args"]["width"] = 16
     del obj["digest"]  # a hand-made file: edited contents no longer match the digest (see test_checkpoint_fuzz.py)
     torch.save(obj, tmp_path / "wrong.pt")
-    with pytest.raises(CheckpointError, match="weights do not fit the model"):
+    with pytest.raises(CheckpointError, match="weights do not fit that model"):
         checkpoint.load_model(tmp_path / "wrong.pt")
 
 
@@ -122,3 +122,31 @@ def test_run_checkpoints_keep_the_last_k(tmp_path):
     assert checkpoint.load_latest_run(tmp_path)["step"] == 40
     with pytest.raises(CheckpointError, match="nothing to resume"):
         checkpoint.load_latest_run(tmp_path / "elsewhere")
+
+
+def test_a_run_checkpoint_holds_the_replay_pool_at_its_compact_size(digits_teacher, tmp_path):
+    """The pool is stored in fp16 and saved without the storage of its unused capacity: a run
+    checkpoint is at most twice weights + optimizer state + the pool's filled part."""
+    import datafree
+
+    datafree.distill(digits_teacher, "digits_cnn_half", "ours", steps=3, run_dir=tmp_path / "run", quiet=True,
+                              overrides={"trainer.eval_every": 0, "generator.replay_size": 1_000_000})
+    path = checkpoint.list_run_checkpoints(tmp_path / "run")[-1]
+    state = checkpoint.safe_load(path, checkpoint.RUN_FORMAT)
+    held = state["replay"][0]["samples"]
+    # 64 fresh samples for the first student update (an empty pool has nothing to replay), then 32 per update
+    assert held.dtype == torch.float16 and len(held) == 64 + (3 * 5 - 1) * 32
+    nbytes = lambda obj: sum(t.numel() * t.element_size() for t in tensors_in(obj))  # noqa: E731
+    essential = nbytes(state["models"]) + nbytes(state["players"]) + held.numel() * held.element_size()
+    assert path.stat().st_size <= 2 * essential, (path.stat().st_size, essential)
+
+
+def tensors_in(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from tensors_in(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from tensors_in(v)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from datafree.spec import InputSpec
-from datafree.data import BatchStream, Split, augment_batch, load_dataset, stratified_split, eval_batches
+from datafree.data import BatchStream, Split, augment_batch, eval_batches, load_dataset, stratified_split
 from datafree.errors import ConfigError
+from datafree.spec import InputSpec
 
 
 def test_digits_has_the_documented_fixed_split():

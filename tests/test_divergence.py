@@ -10,13 +10,12 @@ import itertools
 
 import pytest
 import torch
+from conftest import FAST
 
 import datafree
 from datafree import checkpoint, cli
 from datafree.errors import DivergenceError
 from datafree.methods.terms import TERMS, Term
-
-from conftest import FAST
 
 TINY = {**FAST, "student.args": {"width": 4}, "trainer.batch_size": 32, "trainer.checkpoint_every": 5,
         "trainer.keep_checkpoints": 5}

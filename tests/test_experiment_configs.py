@@ -27,6 +27,10 @@ DISTILL_CONFIGS = [p for p in CONFIGS if not p.name.startswith("teacher")]
 CIFAR_DISTILL = [p for p in DISTILL_CONFIGS if p.parts[-3] in ("cifar10", "cifar100")]
 PROTOCOL_UPDATES = 200 * 400  # CMI/Fast: 200 epochs × 400 student steps
 DFAD_UPDATES = 500 * 50 * 5  # DFAD_cifar.py: 500 epochs × 50 iterations × 5 student steps
+# Methods whose reference code states its own budget: student updates and batch size.
+REFERENCE_BUDGETS = {"dfad": (DFAD_UPDATES, 256), "zskt": (PROTOCOL_UPDATES, 128),
+                     "fast": (220 * 400, 256),  # Fast's scripts: 220 epochs
+                     "nayer": (120 * 400, 512)}  # NAYER's scripts: 120 epochs at batch 512
 
 
 def name(path: Path) -> str:
@@ -41,8 +45,7 @@ def teachers_written_under(folder: Path) -> dict:
 
 def dataset_folder(path: Path) -> Path:
     """experiments/configs/<data set>/ of a config (teacher configs sit in it, pair configs below it)."""
-    return path.parent if path.name.startswith("teacher") or path.parent.name in ("digits", "cifar10", "cifar100") \
-        else path.parent.parent
+    return path.parent if any(path.parent.glob("teacher*.toml")) else path.parent.parent
 
 
 def test_there_are_configs_for_every_issue_setting():
@@ -89,9 +92,8 @@ def test_cifar_budgets_are_the_published_ones(path):
     if METHODS.get(cfg.method.name).data == "real":
         assert tc.steps == 200 * ceil(50000 / tc.batch_size)  # 200 epochs, as the teachers
     else:
-        expected = DFAD_UPDATES if cfg.method.name == "dfad" else PROTOCOL_UPDATES
-        assert tc.steps * tc.s_steps == expected
-        assert tc.batch_size == (128 if cfg.method.name == "zskt" else 256)
+        updates, batch_size = REFERENCE_BUDGETS.get(cfg.method.name, (PROTOCOL_UPDATES, 256))
+        assert (tc.steps * tc.s_steps, tc.batch_size) == (updates, batch_size)
     assert 0 < tc.checkpoint_every <= tc.steps // 10  # long runs resume from a recent checkpoint
 
 
@@ -99,8 +101,8 @@ def test_every_suite_loads_with_all_its_configs():
     for suite in sorted((EXPERIMENTS / "suites").glob("*.toml")):
         spec = load_suite(suite)
         assert spec.runs and spec.teachers
-    assert len(load_suite("digits").runs) == 9 * 3  # every method but gankd_datafree, 3 seeds
-    assert len(load_suite("digits_gap").runs) == 5 * 3
+    assert len(load_suite("digits").runs) == 12 * 3  # every method but gankd_datafree, 3 seeds
+    assert len(load_suite("digits_gap").runs) == 8 * 3
     assert len(load_suite("digits_gankd").runs) == (3 + 2 + 1 + 1) * 3
 
 
@@ -150,7 +152,8 @@ def teacher_modules(tiny_cifar):
 
 FEW_STEPS = {"trainer.steps": 2, "trainer.g_steps": 1, "trainer.s_steps": 1, "trainer.d_steps": 1,
              "trainer.batch_size": 2, "trainer.log_every": 2, "trainer.eval_every": 0, "trainer.image_every": 0,
-             "trainer.checkpoint_every": 0, "data.test_batch_size": 8, "generator.replay_size": 16}
+             "trainer.checkpoint_every": 0, "data.test_batch_size": 8, "generator.replay_size": 16,
+             "method.warmup": 0}  # Fast and NAYER only synthesise during warm-up: the student must learn here
 # CIFAR-100 configs differ from CIFAR-10 ones only in data set, class count and published figures:
 # one method per pair runs there, each a different one.
 CIFAR100_RUNS = ["resnet34-resnet18/dfad", "vgg11_bn-resnet18/zskt", "wrn40_2-wrn16_1/dafl", "wrn40_2-wrn40_1/deepinv",

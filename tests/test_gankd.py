@@ -9,14 +9,13 @@ import math
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_trainer import make_trainer, params, same
 from torch import nn
 
 from datafree.batch import Batch
 from datafree.monitor import Monitor
 from discriminators import DISCRIMINATORS
 from discriminators.losses import GAN_LOSSES
-
-from test_trainer import make_trainer, params, same
 
 KINDS = sorted(DISCRIMINATORS.names())  # logit, conditional, feature, and any added later
 

@@ -15,6 +15,7 @@ import math
 
 import pytest
 import torch
+from conftest import FAST
 from torch import nn
 
 from datafree import checkpoint
@@ -23,8 +24,6 @@ from datafree.data import load_dataset
 from datafree.models import create_model
 from datafree.monitor import Monitor
 from datafree.trainer import Trainer
-
-from conftest import FAST
 
 UNIT_ROUNDOFF = {"bf16": 2.0 ** -8, "fp16": 2.0 ** -11}
 

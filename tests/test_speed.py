@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import FAST
 
 from datafree import checkpoint
 from datafree.config import load
 from datafree.data import Dataset, Split, load_dataset
-from datafree.spec import InputSpec
 from datafree.models import create_model
+from datafree.spec import InputSpec
 from datafree.trainer import Trainer
-
-from conftest import FAST
 
 
 def make_trainer(method: str, teacher, dataset, channels: int = 1, **overrides) -> Trainer:

@@ -15,16 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import FAST
 from PIL import Image
+from test_trainer import make_trainer
 from torch import nn
 
 import datafree
 from datafree.methods import METHODS
 from datafree.monitor import Monitor
 from generators import Generator
-
-from conftest import FAST
-from test_trainer import make_trainer
 
 STEPS, LOG_EVERY, BATCH = 4, 2, 64
 TILE = 32  # 8×8 digits are enlarged ×4 in the sample grid
@@ -194,7 +193,8 @@ class FixedGenerator(Generator):
 def test_generator_collapse_is_reported_with_its_step_and_figures(digits_teacher, tmp_path, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    trainer = make_trainer(digits_teacher, "ours", **{"trainer.image_every": 5, "trainer.steps": 10})
+    trainer = make_trainer(digits_teacher, "ours", **{"trainer.image_every": 5, "trainer.steps": 10,
+                                                      "generator.collapse_warmup": 0})
     test_x = trainer.dataset.test.x
     digit = test_x[:1]  # un-normalised, pixels in [0, 1]
     trainer.reporter.monitor = monitor = Monitor(tmp_path, 10, "test", console=True)

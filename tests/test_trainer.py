@@ -3,6 +3,7 @@ import copy
 
 import pytest
 import torch
+from conftest import FAST
 
 from datafree import checkpoint
 from datafree.config import load
@@ -13,11 +14,15 @@ from datafree.models import create_model
 from datafree.monitor import Monitor
 from datafree.trainer import Trainer
 
-from conftest import FAST
+# Synthesis-round methods at test size: a few inner steps per round, a small memory bank.
+ROUND_METHODS = {"cmi": {"method.args": {"bank_size": 256, "negatives": 64}}, "fast": {}, "nayer": {}}
 
 
 def make_trainer(teacher_path, method, student=None, teacher=None, dataset=None, **overrides):
-    cfg = load(overrides={**FAST, "method.name": method, "trainer.batch_size": 32, "student.args": {"width": 4}, **overrides})
+    small = {"trainer.g_steps": 2, "trainer.s_steps": 2, "method.warmup": 0, **ROUND_METHODS[method]} \
+        if method in ROUND_METHODS else {}
+    cfg = load(overrides={**FAST, "method.name": method, "trainer.batch_size": 32, "student.args": {"width": 4},
+                          **small, **overrides})
     dataset = dataset or load_dataset("digits")
     teacher = teacher or checkpoint.load_model(teacher_path).model
     student = student or create_model("digits_cnn_half", 10, (1, 8, 8), width=4)

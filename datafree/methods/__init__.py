@@ -9,6 +9,7 @@ student (s_steps). A player takes part when the method gives it at least one ter
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -28,8 +29,15 @@ class Method:
     defaults: dict[str, Any] = field(default_factory=dict)  # dotted config keys the recipe sets
     reference: str = ""
     # A player's own turn, where `repeats` weighted-sum updates are not the method (a synthesis round,
-    # a meta step): called as turn(trainer, player) once per iteration instead of those updates.
-    turns: dict[str, Callable[..., None]] = field(default_factory=dict)
+    # a meta step): called as turn(trainer, player) once per iteration instead of those updates; it
+    # returns False when the player sat the iteration out (its learning-rate schedule then waits).
+    turns: dict[str, Callable[..., bool]] = field(default_factory=dict)
+    # True: the method's generator turn adds its samples to the replay pool, and student batches come
+    # from the pool alone (the data pool of CMI, Fast-DFKD and NAYER).
+    fills_pool: bool = False
+    # A term the teacher cannot serve (e.g. `bn` without BatchNorm) replaced by others: {"bn": {"act": 0.1}}
+    fallbacks: dict[str, dict[str, float]] = field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict)  # the method's own settings (method.args) and defaults
 
     def players(self) -> list[str]:
         return [p for p in PLAYERS if self.terms.get(p)]
@@ -50,7 +58,24 @@ class Method:
                 if player not in TERMS.get(term).players:
                     raise ConfigError(f"config key {key!r}: term {term!r} is for {' and '.join(TERMS.get(term).players)}, not {player}")
                 merged[player][term] = weight
+                if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+                    raise ConfigError(f"config key {key!r} must be a finite weight >= 0 (got {weight!r}); the terms "
+                                      f"carry their own sign (an adversarial term is already a negated disagreement)")
         return {p: {t: w for t, w in terms.items() if w != 0} for p, terms in merged.items()}
+
+    def settings(self, given: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The method's own settings (method.args) over its defaults; unknown names are errors."""
+        merged = dict(self.args)
+        for name, value in (given or {}).items():
+            if name not in self.args:
+                known = ", ".join(self.args) or "none"
+                raise ConfigError(f"unknown config key 'method.args.{name}' for method {self.name!r} (its settings: {known})")
+            kind = type(self.args[name])
+            accepted = (int, float) if kind is float else kind
+            if isinstance(value, bool) != (kind is bool) or not isinstance(value, accepted):
+                raise ConfigError(f"config key 'method.args.{name}' must be a {kind.__name__} (got {value!r})")
+            merged[name] = kind(value)
+        return merged
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -62,4 +87,4 @@ def register_method(method: Method) -> Method:
 
 
 # Importing the recipes registers them.
-from datafree.methods import dafl, deepinv, dfad, dfq, gankd, kd, ours, scratch, zskt  # noqa: E402,F401
+from datafree.methods import cmi, dafl, deepinv, dfad, dfq, fast, gankd, kd, nayer, ours, scratch, zskt  # noqa: E402,F401

@@ -10,6 +10,10 @@ What mattered when tuning it on digits (experiments/results/digits_tuning.md): t
 trajectory (131,072 samples rather than 8,192: 98.67 ± 0.22 against 98.44 ± 0.67 over the same
 seeds), which makes the student depend less on where one generator happens to settle; T = 20
 helped a little.
+
+A teacher without BatchNorm (LeNet-5) gives the `bn` prior nothing to match: DAFL's activation
+prior (`act`, 0.1) takes its place. On mnist5k (LeNet-5 → LeNet-5-half, 5,000 student updates,
+one seed) that moved the student from 93.8% to 95.2%.
 """
 from datafree.methods import Method, register_method
 
@@ -26,4 +30,5 @@ register_method(Method(
     data="synthetic",
     terms={"generator": dict(OURS_GENERATOR_TERMS), "student": {"kl": 1.0}},
     defaults=dict(OURS_SYNTHETIC_DEFAULTS),
+    fallbacks={"bn": {"act": 0.1}},
 ))

@@ -24,8 +24,8 @@ from datafree.registry import Registry
 
 if TYPE_CHECKING:
     from datafree.config import Config
-    from datafree.spec import InputSpec
     from datafree.hooks import Probe
+    from datafree.spec import InputSpec
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class Term:
     needs: frozenset[str]  # "teacher.bn", "teacher.penultimate", "{teacher,student}.stages", "features", "image"
     doc: str
     module: type[nn.Module] | None = None  # a stateful term: built per run and player from a TermContext
+    adversarial: bool = False  # a negated teacher-student disagreement (switched off during a method's warm-up)
 
     def bind(self, context: TermContext) -> Callable[[Batch], torch.Tensor]:
         """What computes this term in one run: the function, or a new instance of the module."""
@@ -57,7 +58,7 @@ TERMS: Registry[Term] = Registry("loss term")
 
 def term(name: str, players: tuple[str, ...], needs: tuple[str, ...] = ()):
     def add(fn: Callable[[Batch], torch.Tensor]) -> Callable[[Batch], torch.Tensor]:
-        TERMS.add(name, Term(fn, players, frozenset(needs), (fn.__doc__ or "").strip()))
+        TERMS.add(name, Term(fn, players, frozenset(needs), (fn.__doc__ or "").strip(), adversarial=name.startswith("adv_")))
         return fn
     return add
 

@@ -7,6 +7,7 @@ classifier is available as `torchvision.<name>` (random init; no weights are dow
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 
 import torch
@@ -30,14 +31,38 @@ register_model = MODELS.register
 
 def create_model(name: str, num_classes: int, input_shape: tuple[int, ...], **kwargs) -> nn.Module:
     """Build a registered model and check, with one dry forward pass, that it accepts
-    `input_shape` and returns `num_classes` logits."""
-    factory = MODELS.get(name)
-    try:
-        model = factory(num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
-    except TypeError as e:
-        raise ConfigError(f"model {name!r} does not take these arguments {kwargs}: {e}") from None
+    `input_shape` and returns `num_classes` logits. Its size is checked first on the meta device
+    (no memory), so an impossible width or class count is refused before anything is allocated."""
+    check_model_size(name, abstract_model(name, num_classes, input_shape, **kwargs), kwargs)
+    model = build(name, num_classes, input_shape, kwargs)
     check_model_io(model, name, num_classes, input_shape)
     return model
+
+
+def build(name: str, num_classes: int, input_shape: tuple[int, ...], kwargs: dict) -> nn.Module:
+    try:
+        return MODELS.get(name)(num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, RuntimeError, AssertionError) as e:  # a width of -1 or 1.5, a bad option
+        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise ConfigError(f"model {name!r} cannot be built with these arguments {kwargs}: {first}") from None
+
+
+def abstract_model(name: str, num_classes: int, input_shape: tuple[int, ...], **kwargs) -> nn.Module:
+    """The model with its parameters on the meta device: shapes without memory."""
+    with torch.device("meta"):
+        return build(name, num_classes, input_shape, kwargs)
+
+
+def check_model_size(name: str, model: nn.Module, kwargs: dict) -> None:
+    """Refuse a model whose weights alone would take a quarter of this machine's memory."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
+    if memory and weights > memory / 4:
+        raise ConfigError(f"model {name!r} with arguments {kwargs} has {count_parameters(model):,} parameters "
+                          f"({weights / 2**30:.1f} GiB of weights; this machine has {memory / 2**30:.0f} GiB): "
+                          f"choose smaller arguments")
 
 
 @contextlib.contextmanager
