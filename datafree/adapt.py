@@ -29,8 +29,8 @@ def missing_layers(need: str, teacher: Network | None) -> str | None:
     if teacher.scripted:
         return "a TorchScript teacher's layers cannot be read by hooks"
     layers = list(teacher.module.modules())
-    if need in ("teacher.bn", "teacher.bn_stats", "teacher.instance") and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
-                                        for m in layers):
+    if need in ("teacher.bn", "teacher.bn_stats", "teacher.instance") and not any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None for m in layers):
         return "the teacher has no BatchNorm layers"
     if need == "teacher.penultimate" and not any(isinstance(m, nn.Linear) for m in layers):
         return "the teacher has no nn.Linear layer"
@@ -49,8 +49,9 @@ def adapt(cfg: Config, spec: InputSpec, teacher: Network | None) -> tuple[Config
             said.append(f"generator '{IMAGE_GENERATORS[name]}' (for feature vectors)")
         if cfg.generator.augment:
             if "generator.augment" in cfg.given:
-                raise ConfigError(f"config key 'generator.augment' = {cfg.generator.augment} needs images; these inputs "
-                                  f"are feature vectors of shape {spec.input_shape}: set generator.augment = []")
+                raise ConfigError(f"config key 'generator.augment' = {cfg.generator.augment} needs images; "
+                                  f"these inputs are feature vectors of shape {spec.input_shape}: "
+                                  "set generator.augment = []")
             changes["generator.augment"] = []
             said.append(f"dropped generator.augment {cfg.generator.augment} (needs images)")
     for player, terms in method.weights(cfg.method.terms).items():

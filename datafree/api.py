@@ -46,8 +46,8 @@ class Result:
     evaluations: list[dict[str, float]] = field(default_factory=list)
 
 
-def train_teacher(model: str | None = None, data: str | None = None, *, steps: int | None = None, seed: int | None = None,
-                  output: str | Path | None = None, run_dir: str | Path | None = None,
+def train_teacher(model: str | None = None, data: str | None = None, *, steps: int | None = None,
+                  seed: int | None = None, output: str | Path | None = None, run_dir: str | Path | None = None,
                   config: Config | str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None,
                   quiet: bool = False) -> Result:
     """Train a classifier on real labelled data (method `scratch`) and save it as a teacher checkpoint
@@ -161,8 +161,8 @@ def evaluate(model: str | Path | nn.Module, data: str | None = None, *, test_dat
     else:
         name = data or (spec.name.split(":")[0] if spec is not None else None)
         if name is None or name == "custom":
-            raise ConfigError("the model records no registered data set; pass one (data=, --data) or labelled test data "
-                              "(test_data=, --test-data)")
+            raise ConfigError("the model records no registered data set; pass one (data=, --data) or labelled "
+                              "test data (test_data=, --test-data)")
         dataset = load_dataset(name, data_root)
         spec, split = dataset.info, dataset.test
     if split.y is None:
@@ -341,8 +341,9 @@ def load_teacher(cfg: Config, module: nn.Module | None, resume_state: dict[str, 
                               f"so resume it from the folder it was started in") from None
     notes["teacher_digest"] = checkpoint.file_digest(cfg.teacher.checkpoint)
     if resume_state is not None and resume_state["notes"].get("teacher_digest") not in (None, notes["teacher_digest"]):
-        raise ConfigError(f"teacher file {cfg.teacher.checkpoint} changed since this run started, so resuming would not "
-                          f"continue the same run; put the original file back (or start a new run with this teacher)")
+        raise ConfigError(f"teacher file {cfg.teacher.checkpoint} changed since this run started, so resuming "
+                          "would not continue the same run; put the original file back (or start a new run with "
+                          "this teacher)")
     return network
 
 
@@ -385,7 +386,8 @@ def save_final_model(command: str, cfg: Config, run_dir: Path, trainer: Trainer,
     if command == "train-teacher":
         keys = {"student_accuracy": "test_accuracy"}
     model_metrics = {new: metrics[old] for old, new in keys.items() if old in metrics}
-    return checkpoint.save_model(trainer.student, dataset.info, final_model_path(command, cfg, run_dir), arch, model_metrics)
+    return checkpoint.save_model(trainer.student, dataset.info, final_model_path(command, cfg, run_dir), arch,
+                                 model_metrics)
 
 
 def hparams_of(cfg: Config, command: str) -> dict[str, Any]:

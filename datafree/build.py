@@ -53,7 +53,8 @@ def pick_device(name: str, d: Dist) -> torch.device:
         return torch.device(f"cuda:{d.local_rank}" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"config key 'trainer.device' is {name!r} but no CUDA device is available; use 'cpu' or 'auto'")
+        raise ConfigError(f"config key 'trainer.device' is {name!r} but no CUDA device is available; "
+                          "use 'cpu' or 'auto'")
     if device.type == "cuda" and device.index is None and d.enabled:  # under torchrun: this process's GPU
         device = torch.device("cuda", d.local_rank)
     return device
@@ -113,11 +114,12 @@ def assemble(cfg: Config, info: InputSpec, student: nn.Module, teacher: nn.Modul
     # --- one record per player, each with its own optimizer (and scheduler, and fp16 scaler) ---
     context = TermContext(cfg, info, teacher_probe, student_probe, device)
     adapter_ids = {id(p) for p in adapters}
-    owned = {"generator": ({"generator": generator} if generator is not None else {}, generator_ddp, cfg.generator.optim,
-                           settings.g_steps, None, []),
-             "discriminator": ({"discriminator": discriminator} if discriminator is not None else {}, discriminator_ddp,
-                               cfg.discriminator.optim, settings.d_steps,
-                               [p for p in discriminator.parameters() if id(p) not in adapter_ids] if discriminator else None,
+    owned = {"generator": ({"generator": generator} if generator is not None else {}, generator_ddp,
+                           cfg.generator.optim, settings.g_steps, None, []),
+             "discriminator": ({"discriminator": discriminator} if discriminator is not None else {},
+                               discriminator_ddp, cfg.discriminator.optim, settings.d_steps,
+                               [p for p in discriminator.parameters() if id(p) not in adapter_ids]
+                               if discriminator else None,
                                []),
              "student": ({"student": student}, student_ddp, cfg.student.optim, settings.s_steps, None, adapters)}
     players = []
@@ -244,4 +246,5 @@ def check_attention(teacher: Probe, student: Probe, info: InputSpec, device: tor
     with eval_mode(student.inner):
         shared = set(teacher(x, {"stages"}).stages) & set(student(x, {"stages"}).stages)
     if not shared:
-        raise ConfigError("loss term 'at' needs teacher and student feature maps of a common resolution; these have none")
+        raise ConfigError("loss term 'at' needs teacher and student feature maps of a common resolution; "
+                          "these have none")

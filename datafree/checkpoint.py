@@ -70,12 +70,15 @@ def safe_load(path: str | Path, expected_format: str) -> dict[str, Any]:
         raise CheckpointError(unreadable) from None
     if not isinstance(obj, dict) or "format" not in obj:
         raise CheckpointError(
-            f"{path} is not a datafree checkpoint (a bare state_dict?); wrap weights with datafree.save_model(model, info, path)"
+            f"{path} is not a datafree checkpoint (a bare state_dict?); "
+            "wrap weights with datafree.save_model(model, info, path)"
         )
     if obj["format"] != expected_format:
         kinds = {MODEL_FORMAT: "a model checkpoint", RUN_FORMAT: "a run checkpoint"}
-        kind = kinds.get(obj["format"], "of an unknown kind") if isinstance(obj["format"], str) else "of an unknown kind"
-        want = {MODEL_FORMAT: "a model checkpoint (teacher.pt / student.pt)", RUN_FORMAT: "a run checkpoint (checkpoints/step_*.pt)"}[expected_format]
+        kind = (kinds.get(obj["format"], "of an unknown kind") if isinstance(obj["format"], str)
+                else "of an unknown kind")
+        want = {MODEL_FORMAT: "a model checkpoint (teacher.pt / student.pt)",
+                RUN_FORMAT: "a run checkpoint (checkpoints/step_*.pt)"}[expected_format]
         raise CheckpointError(f"{path} is {kind}, but {want} is needed here")
     digest = obj.pop("digest", None)  # files written before digests were added have none
     if digest is not None and digest != content_digest(obj):
@@ -158,7 +161,8 @@ def load_model(path: str | Path, model: nn.Module | None = None) -> ModelCheckpo
             expected = {k: tuple(v.shape) for k, v in declared.state_dict().items()}
             held = {k: tuple(v.shape) for k, v in obj["state_dict"].items()}
             if expected != held:
-                wrong = next((k for k in expected if expected[k] != held.get(k)), None) or next(iter(held.keys() - expected.keys()))
+                wrong = (next((k for k in expected if expected[k] != held.get(k)), None)
+                         or next(iter(held.keys() - expected.keys())))
                 raise CheckpointError(f"{damaged}: it declares model {arch['name']!r} for {info.num_classes} classes "
                                       f"and inputs {tuple(info.input_shape)}, but its weights do not fit that model "
                                       f"({wrong}); use an intact copy or create it again")
@@ -168,13 +172,16 @@ def load_model(path: str | Path, model: nn.Module | None = None) -> ModelCheckpo
     except DatafreeError as e:  # e.g. it names a model this installation does not have
         raise CheckpointError(f"{damaged} or from another datafree version: {e}") from None
     except Exception as e:  # noqa: BLE001  missing keys, wrong types: a file that was not written by save_model
-        raise CheckpointError(f"{damaged} ({type(e).__name__}: {short(e)}); use an intact copy or create it again") from None
+        raise CheckpointError(f"{damaged} ({type(e).__name__}: {short(e)}); "
+                              "use an intact copy or create it again") from None
     try:
         model.load_state_dict(obj["state_dict"])
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the model ({short(e)}); load it into the model it was saved from") from None
+        raise CheckpointError(f"{path}: weights do not fit the model ({short(e)}); "
+                              "load it into the model it was saved from") from None
     except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{damaged} ({type(e).__name__}: {short(e)}); use an intact copy or create it again") from None
+        raise CheckpointError(f"{damaged} ({type(e).__name__}: {short(e)}); "
+                              "use an intact copy or create it again") from None
     return ModelCheckpoint(model, arch, info, metrics)
 
 
@@ -222,14 +229,17 @@ def save_run(state: dict[str, Any], run_dir: Path, step: int, keep: int) -> Path
 def load_latest_run(run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise CheckpointError(f"run directory {run_dir} not found; nothing to resume (pass the folder of a run started before)")
+        raise CheckpointError(f"run directory {run_dir} not found; nothing to resume "
+                              "(pass the folder of a run started before)")
     found = list_run_checkpoints(run_dir)
     if not found:
-        raise CheckpointError(f"no run checkpoint in {run_dir / 'checkpoints'}; nothing to resume (start the run without --resume)")
+        raise CheckpointError(f"no run checkpoint in {run_dir / 'checkpoints'}; nothing to resume "
+                              "(start the run without --resume)")
     try:
         return safe_load(found[-1], RUN_FORMAT)
     except CheckpointError as e:
         if len(found) < 2:
             raise
         # Never deleted for the user: they decide whether the older checkpoint will do.
-        raise CheckpointError(f"{e}; to resume from the one before, move {found[-1].name} out of {found[-1].parent}") from None
+        raise CheckpointError(f"{e}; to resume from the one before, "
+                              f"move {found[-1].name} out of {found[-1].parent}") from None

@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("checkpoint", help="a datafree checkpoint, a TorchScript archive, or weights for --factory")
     evaluate.add_argument("--data", help="registered data set (default: the checkpoint's)")
     evaluate.add_argument("--data-root", default="data")
-    evaluate.add_argument("--factory", metavar="MODULE:FUNCTION", help="function that builds the model (runs your code)")
+    evaluate.add_argument("--factory", metavar="MODULE:FUNCTION",
+                          help="function that builds the model (runs your code)")
     add_input_options(evaluate, run=False)
     evaluate.add_argument("--speed", action="store_true",
                           help="also print parameters, file size and CPU milliseconds per sample at batch 1 and 64")
@@ -69,14 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--factory", metavar="MODULE:FUNCTION", help="function that builds the model (runs your code)")
     export.add_argument("--input-shape", type=numbers_of(int), metavar="C,H,W",
                         help="what the model takes per sample, when the file does not record it")
-    export.add_argument("--mean", type=numbers_of(float), help="the model's input normalisation mean, per channel or feature")
+    export.add_argument("--mean", type=numbers_of(float),
+                        help="the model's input normalisation mean, per channel or feature")
     export.add_argument("--std", type=numbers_of(float), help="its standard deviation (with --mean)")
     export.add_argument("--samples", type=int, default=64, metavar="N", help="inputs of the parity check (default 64)")
     export.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     listing = commands.add_parser("list", help="registered names")
     listing.add_argument("what", nargs="?", default="all",
-                         choices=["all", "data", "models", "methods", "terms", "generators", "discriminators", "gan-losses"])
+                         choices=["all", "data", "models", "methods", "terms", "generators", "discriminators",
+                                  "gan-losses"])
     listing.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     bench = commands.add_parser("bench", help="run a benchmark suite (methods × pairs × seeds)")
@@ -103,7 +106,8 @@ def numbers_of(kind: type) -> "callable":
         try:
             return [kind(part) for part in text.replace(" ", "").split(",") if part]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, e.g. 3,32,32 (got {text!r})") from None
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, e.g. 3,32,32 "
+                                             f"(got {text!r})") from None
     parse.__name__ = f"{kind.__name__} list"
     return parse
 
@@ -114,10 +118,12 @@ def add_input_options(p: argparse.ArgumentParser, run: bool = True) -> None:
                    help="what the teacher takes per sample, e.g. 3,32,32 or 20 (data.input_shape)")
     if run:
         p.add_argument("--num-classes", type=int, help="class count (default: read from the teacher)")
-    p.add_argument("--mean", type=numbers_of(float), help="the teacher's input normalisation mean, per channel or feature")
+    p.add_argument("--mean", type=numbers_of(float),
+                   help="the teacher's input normalisation mean, per channel or feature")
     p.add_argument("--std", type=numbers_of(float), help="its standard deviation (with --mean)")
     p.add_argument("--test-data", metavar="FILE|FOLDER",
-                   help="your test inputs: a .npz (arrays x, and y when labelled) or an image folder of <class>/ folders")
+                   help="your test inputs: a .npz (arrays x, and y when labelled) "
+                        "or an image folder of <class>/ folders")
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -138,7 +144,8 @@ def option_overrides(args: argparse.Namespace, mapping: dict[str, str]) -> dict[
     common = {"data": "data.name", "data_root": "data.root", "steps": "trainer.steps", "seed": "trainer.seed",
               "device": "trainer.device", "run_dir": "run.dir", "input_shape": "data.input_shape",
               "num_classes": "data.num_classes", "mean": "data.mean", "std": "data.std", "test_data": "data.test_data"}
-    out = {key: getattr(args, name) for name, key in {**common, **mapping}.items() if getattr(args, name, None) is not None}
+    out = {key: getattr(args, name) for name, key in {**common, **mapping}.items()
+           if getattr(args, name, None) is not None}
     if args.download:
         out["data.download"] = True
     if args.overwrite:
@@ -152,17 +159,20 @@ def run_command(args: argparse.Namespace, command: str, mapping: dict[str, str],
 
     if args.resume:
         # Given = not left at its default: None for options, False for flags, [] for --set (so --seed 0 counts).
-        given = [name for name in ("config", "set", "data", "data_root", "download", "steps", "seed", "device", "run_dir",
-                                   "overwrite", "teacher", "student", "method", "model", "out", "teacher_factory",
-                                   "student_factory", "input_shape", "num_classes", "mean", "std", "test_data")
-                 if getattr(args, name, None) is not None and getattr(args, name) is not False and getattr(args, name) != []]
+        given = [name for name in ("config", "set", "data", "data_root", "download", "steps", "seed", "device",
+                                   "run_dir", "overwrite", "teacher", "student", "method", "model", "out",
+                                   "teacher_factory", "student_factory", "input_shape", "num_classes", "mean", "std",
+                                   "test_data")
+                 if getattr(args, name, None) is not None and getattr(args, name) is not False
+                 and getattr(args, name) != []]
         if given:
             raise DatafreeError(f"--resume continues {args.resume} exactly, with the config saved in it; drop "
                                 f"--{given[0].replace('_', '-')} (to change settings, start a new run with "
                                 f"--config {args.resume}/config.toml)")
         result = api.resume(args.resume, quiet=args.quiet)
         if result.already_finished:
-            print(f"{command}: run {args.resume} had already finished; nothing to resume (start a new run to train more)")
+            print(f"{command}: run {args.resume} had already finished; nothing to resume "
+                  "(start a new run to train more)")
     else:
         items = {**fixed, **option_overrides(args, mapping)}
         items.update(parse_overrides(args.set))
@@ -179,11 +189,14 @@ def report(command: str, result) -> None:
     figures = []
     if "student_accuracy" in m:
         figures.append(f"test accuracy {m['student_accuracy']:.2f}%" + (
-            f" (teacher {m['teacher_accuracy']:.2f}%, agreement {m['agreement']:.2f}%)" if "teacher_accuracy" in m else ""))
+            f" (teacher {m['teacher_accuracy']:.2f}%, agreement {m['agreement']:.2f}%)" if "teacher_accuracy" in m
+            else ""))
     elif "agreement" in m:
-        figures.append(f"agreement with the teacher {m['agreement']:.2f}% on {m['test_samples']:,} unlabelled test inputs")
+        figures.append(f"agreement with the teacher {m['agreement']:.2f}% on {m['test_samples']:,} "
+                       "unlabelled test inputs")
     if "heldout_agreement" in m and "student_accuracy" not in m:
-        figures.append(f"agreement {m['heldout_agreement']:.2f}% on {m['heldout_samples']:,} held-out synthetic samples")
+        figures.append(f"agreement {m['heldout_agreement']:.2f}% on {m['heldout_samples']:,} "
+                       "held-out synthetic samples")
     figures.append(f"{m['student_steps']} steps, {m['seconds']:.1f} s")
     print(f"{command}: " + ", ".join(figures))
     print(f"saved {result.checkpoint}  (run directory {result.run_dir})")

@@ -40,7 +40,8 @@ class OptimConfig:
         at_least(self.warmup_steps, 0, f"{key}.warmup_steps")
         at_least(self.grad_clip, 0, f"{key}.grad_clip")
         if self.name == "sgd" and self.nesterov and self.momentum == 0:
-            raise ConfigError(f"config key '{key}.nesterov' needs momentum: set {key}.momentum > 0 or {key}.nesterov = false")
+            raise ConfigError(f"config key '{key}.nesterov' needs momentum: "
+                              f"set {key}.momentum > 0 or {key}.nesterov = false")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"config key '{key}.betas' must be two numbers in [0, 1) (got {self.betas})")
 
@@ -65,7 +66,8 @@ class DataConfig:
         at_least(self.image_size, 0, f"{key}.image_size")
         at_most(self.image_size, 4096, f"{key}.image_size")
         if self.channels not in (0, 1, 3):
-            raise ConfigError(f"config key '{key}.channels' must be 0 (the data set's own), 1 or 3 (got {self.channels})")
+            raise ConfigError(f"config key '{key}.channels' must be 0 (the data set's own), 1 or 3 "
+                              f"(got {self.channels})")
         positive(self.test_batch_size, f"{key}.test_batch_size")
         at_least(self.num_classes, 0, f"{key}.num_classes")
         if self.num_classes == 1:
@@ -96,8 +98,10 @@ class DataConfig:
 class ModelConfig:
     name: str = "digits_cnn_half"  # a registered model (see `datafree list models`)
     args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the model factory
-    factory: str = ""  # instead of a registered name: "package.module:function" returning the nn.Module (runs your code)
-    checkpoint: str = ""  # weights to start from: a datafree checkpoint, a TorchScript archive, or a state_dict for `factory`
+    # instead of a registered name: "package.module:function" returning the nn.Module (runs your code)
+    factory: str = ""
+    # weights to start from: a datafree checkpoint, a TorchScript archive, or a state_dict for `factory`
+    checkpoint: str = ""
     source: str = ""  # what the model really was when it was passed as an nn.Module (recorded, not read)
     # Gradient-norm clipping at 5 (ZSKT's value) by default: a student without BatchNorm (LeNet-5) under
     # a T = 20 KL term or SGD at lr 0.05 otherwise blows up in a few steps; BatchNorm students on digits
@@ -107,7 +111,8 @@ class ModelConfig:
     def check(self, key: str) -> None:
         self.optim.check(f"{key}.optim")
         if self.factory and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", self.factory):
-            raise ConfigError(f"config key '{key}.factory' must look like package.module:function (got {self.factory!r})")
+            raise ConfigError(f"config key '{key}.factory' must look like package.module:function "
+                              f"(got {self.factory!r})")
         if self.name and self.factory:
             raise ConfigError(f"config keys '{key}.name' and '{key}.factory' both say how to build the {key}; give one")
 
@@ -123,7 +128,8 @@ class TeacherConfig(ModelConfig):
 class GeneratorConfig:
     name: str = "dcgan"
     args: dict[str, Any] = field(default_factory=dict)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="adam", lr=1e-3, betas=[0.5, 0.999], weight_decay=0.0))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="adam", lr=1e-3, betas=[0.5, 0.999],
+                                                                   weight_decay=0.0))
     # The replay pool of past synthetic samples (stored in fp16) holds at most replay_size samples and
     # at most replay_mb megabytes: 131,072 8×8 samples take 16 MB, 256 MB hold 43,690 of 3×32×32.
     replay_size: int = 0  # 0 disables the pool
@@ -151,7 +157,8 @@ class GeneratorConfig:
 class DiscriminatorConfig:
     name: str = "logit"
     args: dict[str, Any] = field(default_factory=dict)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="adam", lr=2e-4, betas=[0.5, 0.999], weight_decay=0.0))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="adam", lr=2e-4, betas=[0.5, 0.999],
+                                                                   weight_decay=0.0))
     loss: str = "bce"  # GAN loss: bce (non-saturating), lsgan, hinge
     spectral_norm: bool = False
     # (R1 gradient penalty: the discriminator's loss term "r1", e.g. method.terms.discriminator.r1 = 1)
@@ -210,7 +217,8 @@ class TrainerConfig:
             try:
                 torch.device(self.device)
             except RuntimeError:
-                raise ConfigError(f"config key '{key}.device' must be auto, cpu, cuda or cuda:N (got {self.device!r})") from None
+                raise ConfigError(f"config key '{key}.device' must be auto, cpu, cuda or cuda:N "
+                                  f"(got {self.device!r})") from None
 
 
 @dataclass
@@ -275,8 +283,9 @@ class Config:
         n_replay = replay_count(self.trainer.batch_size, g.replay_fraction)
         if 0 < g.replay_size < n_replay:
             raise ConfigError(f"config key 'generator.replay_size' must be 0 or at least {n_replay} "
-                              f"(round(trainer.batch_size * generator.replay_fraction) = round({self.trainer.batch_size} * "
-                              f"{g.replay_fraction})), else the pool is never read (got {g.replay_size})")
+                              f"(round(trainer.batch_size * generator.replay_fraction) = "
+                              f"round({self.trainer.batch_size} * {g.replay_fraction})), else the pool is never read "
+                              f"(got {g.replay_size})")
 
     def check_names(self) -> None:
         """Every name that picks a registry entry must exist (the message suggests the closest)."""
@@ -288,7 +297,8 @@ class Config:
         from generators import GENERATORS
 
         for key, registry, name in (("method.name", METHODS, self.method.name), ("data.name", DATASETS, self.data.name),
-                                    ("student.name", MODELS, self.student.name), ("teacher.name", MODELS, self.teacher.name),
+                                    ("student.name", MODELS, self.student.name),
+                                    ("teacher.name", MODELS, self.teacher.name),
                                     ("generator.name", GENERATORS, self.generator.name),
                                     ("discriminator.name", DISCRIMINATORS, self.discriminator.name),
                                     ("discriminator.loss", GAN_LOSSES, self.discriminator.loss)):
@@ -331,7 +341,8 @@ def from_dict(raw: dict[str, Any], overrides: list[str] | dict[str, Any] | None 
                               ("teacher.factory", "teacher.name")):
         if alternative in given and name not in given:
             set_dotted(raw, name, "")
-    method_name = raw.get("method", {}).get("name", MethodConfig.name) if isinstance(raw.get("method"), dict) else MethodConfig.name
+    method_name = (raw.get("method", {}).get("name", MethodConfig.name) if isinstance(raw.get("method"), dict)
+                   else MethodConfig.name)
     raw = deep_merge(recipe_defaults(method_name), raw)
     config = build(Config, raw, "")
     config.given = given

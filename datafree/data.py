@@ -102,7 +102,8 @@ def convert_images(dataset: Dataset, image_size: int, channels: int) -> Dataset:
                 x = x.expand(-1, 3, -1, -1)
             elif to == 1 and c == 3:
                 x = x.mean(1, keepdim=True)
-            out.append((x.clamp(0, 1) * 255).round().to(torch.uint8) if split.x.dtype == torch.uint8 else x.contiguous())
+            out.append((x.clamp(0, 1) * 255).round().to(torch.uint8) if split.x.dtype == torch.uint8
+                       else x.contiguous())
         return Split(torch.cat(out), split.y)
 
     def channel_stats(values: tuple[float, ...] | None) -> tuple[float, ...] | None:

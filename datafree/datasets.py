@@ -96,7 +96,8 @@ def wine(**_: Any) -> Dataset:
 def require_root(root: Path, download: bool, what: str, can_download: bool = True) -> None:
     if not root.is_dir() and not download:
         hint = ", or add --download to fetch it (needs internet)" if can_download else ""
-        raise ConfigError(f"data root {str(root)!r} does not exist; pass --data-root to the folder holding {what}{hint}")
+        raise ConfigError(f"data root {str(root)!r} does not exist; "
+                          f"pass --data-root to the folder holding {what}{hint}")
 
 
 def missing_files(what: str, where: Path) -> ConfigError:

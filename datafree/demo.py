@@ -23,9 +23,11 @@ def run_demo(run_root: str | Path | None = None, quiet: bool = False) -> list[di
         {"model": "teacher digits_cnn (real data)", "accuracy": teacher.metrics["student_accuracy"],
          "agreement": None, "parameters": teacher.metrics["student_parameters"], "seconds": teacher.metrics["seconds"]},
         {"model": "student digits_cnn_half, KD (real data)", "accuracy": kd.metrics["student_accuracy"],
-         "agreement": kd.metrics["agreement"], "parameters": kd.metrics["student_parameters"], "seconds": kd.metrics["seconds"]},
+         "agreement": kd.metrics["agreement"], "parameters": kd.metrics["student_parameters"],
+         "seconds": kd.metrics["seconds"]},
         {"model": "student digits_cnn_half, data-free (ours)", "accuracy": free.metrics["student_accuracy"],
-         "agreement": free.metrics["agreement"], "parameters": free.metrics["student_parameters"], "seconds": free.metrics["seconds"]},
+         "agreement": free.metrics["agreement"], "parameters": free.metrics["student_parameters"],
+         "seconds": free.metrics["seconds"]},
     ]
     print(f"\n{'model':<44}{'params':>9}{'test acc':>10}{'agrees w/ teacher':>19}{'train s':>9}")
     for r in rows:

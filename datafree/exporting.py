@@ -266,7 +266,8 @@ def refuse_run_checkpoint(path: Path) -> None:
         return  # not a run checkpoint: the loader's own message stands
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     models = [run_dir / name for name in ("student.pt", "teacher.pt") if (run_dir / name).is_file()]
-    instead = " or ".join(str(p) for p in models) if models else f"the run's model file ({run_dir}/student.pt or teacher.pt)"
+    instead = (" or ".join(str(p) for p in models) if models
+               else f"the run's model file ({run_dir}/student.pt or teacher.pt)")
     raise CheckpointError(f"{path} is a run checkpoint (the state to resume training), not a model; export {instead} "
                           f"instead")
 

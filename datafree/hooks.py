@@ -47,7 +47,8 @@ class Probe:
         self.inner = inner
         self._capture: set[str] = set()
         self._out: Outputs | None = None
-        self.handles: list[torch.utils.hooks.RemovableHandle] = []  # removed by close(): the user's module is left as found
+        # removed by close(): the user's module is left as found
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
         self.bn_layers = [m for m in inner.modules()
                           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
         for m in self.bn_layers:
@@ -63,7 +64,8 @@ class Probe:
                 self.handles.append(inner.get_submodule(feature_layer).register_forward_hook(self._feature_hook))
             except AttributeError:
                 names = [n for n, _ in inner.named_modules() if n]
-                raise ConfigError(f"feature layer {feature_layer!r} not found in the model (layers: {', '.join(names[:40])})") from None
+                raise ConfigError(f"feature layer {feature_layer!r} not found in the model "
+                                  f"(layers: {', '.join(names[:40])})") from None
 
     def __call__(self, x: torch.Tensor, capture: Iterable[str] = ()) -> Outputs:
         self._capture = set(capture)
@@ -99,7 +101,8 @@ class Probe:
             self._out.bn_stats.append((mean, var, module))
         if "bn" not in self._capture:
             return
-        loss = torch.linalg.vector_norm(mean - module.running_mean, 2) + torch.linalg.vector_norm(var - module.running_var, 2)
+        loss = (torch.linalg.vector_norm(mean - module.running_mean, 2)
+                + torch.linalg.vector_norm(var - module.running_var, 2))
         self._out.bn = loss if self._out.bn is None else self._out.bn + loss
 
     def _penultimate_hook(self, _module: nn.Module, inputs: tuple[torch.Tensor], _output: torch.Tensor) -> None:

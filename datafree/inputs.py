@@ -34,8 +34,9 @@ def with_inputs_of(cfg: Config, teacher: Network | None) -> Config:
         if spec.is_image and spec.input_shape[1] == spec.input_shape[2]:  # as converted for this teacher, if it was
             changes.update({"data.image_size": spec.input_shape[1], "data.channels": spec.input_shape[0]})
     else:
-        changes = {"data.name": "", "data.input_shape": list(spec.input_shape), "data.num_classes": spec.num_classes or 0,
-                   "data.mean": list(spec.mean or ()), "data.std": list(spec.std or ())}
+        changes = {"data.name": "", "data.input_shape": list(spec.input_shape),
+                   "data.num_classes": spec.num_classes or 0, "data.mean": list(spec.mean or ()),
+                   "data.std": list(spec.std or ())}
     adapted = from_dict(cfg.to_dict(), changes)
     adapted.given = cfg.given
     return adapted
@@ -47,7 +48,8 @@ def classes_of(teacher: Network, spec: InputSpec) -> int:
         out = dry_forward(teacher.module, spec.input_shape)
     except Exception as e:  # noqa: BLE001  whatever the user's model raises for the wrong shape
         raise ConfigError(f"the teacher does not take inputs of shape {spec.input_shape} "
-                          f"({str(e).splitlines()[0][:160] if str(e) else type(e).__name__}); check the input shape") from None
+                          f"({str(e).splitlines()[0][:160] if str(e) else type(e).__name__}); "
+                          "check the input shape") from None
     if not hasattr(out, "dim") or out.dim() != 2:
         shape = tuple(out.shape[1:]) if hasattr(out, "shape") else type(out).__name__
         raise ConfigError(f"the teacher maps inputs of shape {spec.input_shape} to {shape}, not to class logits "

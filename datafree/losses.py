@@ -35,7 +35,8 @@ def js_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
     return 0.5 * (F.kl_div(log_m, p_s, reduction="batchmean") + F.kl_div(log_m, p_t, reduction="batchmean"))
 
 
-def decision_masked_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def decision_masked_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                       temperature: float = 1.0) -> torch.Tensor:
     """KL only on samples where student and teacher pick the same class ("decision adversarial",
     CMI/Fast): the generator is pushed to move samples across the student's decision boundary
     without leaving the teacher's class, instead of inventing samples the teacher is unsure of."""

@@ -59,7 +59,8 @@ class Player:
 def build_optimizer(cfg: OptimConfig, params: list[nn.Parameter], total_steps: int):
     """The optimizer a config section names, with linear warm-up then cosine decay (or constant)."""
     if cfg.name == "sgd":
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                              weight_decay=cfg.weight_decay)
     else:
         cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
         opt = cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)

@@ -36,12 +36,14 @@ class Reporter:
         self.monitor: Monitor | None = None
         self.sums: dict[str, torch.Tensor] = {}  # loss terms summed since the last log line
         self.counts: dict[str, int] = {}
-        self.student_window: list[torch.Tensor] = []  # per student update: [agreeing, top-class share, normalised entropy]
+        # per student update: [agreeing, top-class share, normalised entropy]
+        self.student_window: list[torch.Tensor] = []
         self.dead_updates = 0  # consecutive student updates that looked dead
         self.dead_warned = False
 
     def state_dict(self) -> dict[str, Any]:
-        return {"collapsed": self.collapse.collapsed, "dead_updates": self.dead_updates, "dead_warned": self.dead_warned}
+        return {"collapsed": self.collapse.collapsed, "dead_updates": self.dead_updates,
+                "dead_warned": self.dead_warned}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.collapse.collapsed = state["collapsed"]
@@ -85,7 +87,8 @@ class Reporter:
     def log(self, samples_per_s: float) -> None:
         t = self.trainer
         keys = sorted(self.sums)
-        means = mean_across_ranks(torch.stack([self.sums[k] / self.counts[k] for k in keys]), t.dist).tolist() if keys else []
+        means = (mean_across_ranks(torch.stack([self.sums[k] / self.counts[k] for k in keys]), t.dist).tolist()
+                 if keys else [])
         values = dict(zip(keys, means))
         self.sums, self.counts = {}, {}
         for player in t.players:
@@ -123,11 +126,13 @@ class Reporter:
         counts = torch.bincount(t_logits.argmax(1), minlength=t.info.num_classes)
         message = None
         if step > max(steps // 10, t.cfg.generator.collapse_warmup):  # a fresh generator is collapsed: let it warm up
-            message = self.collapse.check(step, balance, spread, int(counts.argmax()), float(counts.max() / counts.sum()))
+            message = self.collapse.check(step, balance, spread, int(counts.argmax()),
+                                          float(counts.max() / counts.sum()))
         if message:
             self.monitor.message(message)
             self.monitor.text(step, "synthetic/collapse", message)
-        self.monitor.histogram(step, "synthetic/teacher_class", t_logits.argmax(1), bins=np.arange(t.info.num_classes + 1) - 0.5)
+        self.monitor.histogram(step, "synthetic/teacher_class", t_logits.argmax(1),
+                               bins=np.arange(t.info.num_classes + 1) - 0.5)
         self.monitor.histogram(step, "synthetic/teacher_max_prob", F.softmax(t_logits.float(), 1).max(1).values)
         self.monitor.histogram(step, "synthetic/student_max_prob", F.softmax(s_logits.float(), 1).max(1).values)
         every = t.cfg.trainer.image_every

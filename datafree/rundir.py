@@ -162,8 +162,8 @@ class RunDirectory:
         clash += [f"checkpoints/{e.name}" for e in (self.root / "checkpoints").glob("step_*.pt")
                   if f"checkpoints/{e.name}" not in self.old]
         if clash:
-            raise ConfigError(f"--overwrite would replace {self.root / clash[0]}, which the old run did not write; move "
-                              f"it elsewhere first, or choose another --run-dir")
+            raise ConfigError(f"--overwrite would replace {self.root / clash[0]}, which the old run did not write; "
+                              f"move it elsewhere first, or choose another --run-dir")
         if self.protect is not None:
             protected = self.protect.resolve()
             for name in self.old:

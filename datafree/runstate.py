@@ -54,8 +54,9 @@ def load_state_dict(trainer: "Trainer", state: dict[str, Any]) -> None:
     for name, module in trainer.modules().items():
         for key, value in module.state_dict().items():
             if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-                raise CheckpointError(f"the latest run checkpoint holds NaN/Inf values ({name}.{key}), so it is not one "
-                                      f"to resume from: move it out of checkpoints/ to resume from the one before")
+                raise CheckpointError(f"the latest run checkpoint holds NaN/Inf values ({name}.{key}), "
+                                      f"so it is not one to resume from: move it out of checkpoints/ "
+                                      f"to resume from the one before")
 
 
 def restore(trainer: "Trainer", state: dict[str, Any]) -> None:
@@ -70,6 +71,7 @@ def restore(trainer: "Trainer", state: dict[str, Any]) -> None:
         modules[name].load_state_dict(sd)
     for player in trainer.players:
         player.load_state_dict(state["players"][player.name])
+        check_optimizer_state(player)
     rng = state["rng"][dist.rank]
     torch.set_rng_state(rng["torch"])
     if rng["cuda"] is not None and trainer.device.type == "cuda":
@@ -85,6 +87,17 @@ def restore(trainer: "Trainer", state: dict[str, Any]) -> None:
     trainer.evaluations = list(state["evaluations"])
 
 
+def check_optimizer_state(player) -> None:
+    """torch loads an optimizer's state without comparing it with the parameters; a momentum buffer
+    of another shape would only fail (or broadcast silently) at the next update."""
+    for group in player.optimizer.param_groups:
+        for parameter in group["params"]:
+            for key, value in player.optimizer.state.get(parameter, {}).items():
+                if torch.is_tensor(value) and value.dim() > 0 and value.shape != parameter.shape:
+                    raise ValueError(f"the {player.name}'s optimizer state {key!r} has shape {tuple(value.shape)} "
+                                     f"for a parameter of shape {tuple(parameter.shape)}")
+
+
 def sync_buffers(trainer: "Trainer") -> None:
     """Give every rank rank 0's buffers (BatchNorm statistics) before they are read or saved."""
     broadcast_buffers(list(trainer.modules().values()), trainer.dist)
@@ -97,8 +110,8 @@ def check_finite_weights(trainer: "Trainer") -> None:
         for key, value in module.state_dict().items():
             if value.is_floating_point() and not bool(torch.isfinite(value).all()):
                 raise DivergenceError(f"step {trainer.step}: the {owner}'s {key} holds NaN/Inf values; the run stopped "
-                                      f"without saving them; {last_good_checkpoint(trainer.run_dir)} (lower the learning "
-                                      f"rate or set {owner}.optim.grad_clip)")
+                                      f"without saving them; {last_good_checkpoint(trainer.run_dir)} (lower the "
+                                      f"learning rate or set {owner}.optim.grad_clip)")
 
 
 def save(trainer: "Trainer") -> Path | None:

@@ -70,8 +70,8 @@ def load_torchscript(path: Path) -> nn.Module:
             warnings.simplefilter("ignore", FutureWarning)
             return torch.jit.load(str(path), map_location="cpu")
     except Exception as e:  # noqa: BLE001  a damaged or incompatible archive: the file is the problem
-        raise CheckpointError(f"{path} is a TorchScript archive that cannot be loaded ({str(e).splitlines()[0][:160]}); "
-                              f"save it again with torch.jit.save") from None
+        raise CheckpointError(f"{path} is a TorchScript archive that cannot be loaded "
+                              f"({str(e).splitlines()[0][:160]}); save it again with torch.jit.save") from None
 
 
 def import_factory(text: str) -> Any:
@@ -132,7 +132,8 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], InputSpec | None]
         try:
             return saved["state_dict"], InputSpec.from_dict(saved["data"])
         except (KeyError, TypeError, ValueError, ConfigError):
-            raise CheckpointError(f"{path} is a damaged model checkpoint; use an intact copy or create it again") from None
+            raise CheckpointError(f"{path} is a damaged model checkpoint; "
+                                  "use an intact copy or create it again") from None
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return obj, None
     raise CheckpointError(f"{path} holds no state_dict; save one with torch.save(model.state_dict(), path)")
@@ -163,8 +164,8 @@ def from_file(path: str | Path, section: ModelConfig, role: str, spec: InputSpec
     except CheckpointError as e:
         if "custom model" in str(e) or "bare state_dict" in str(e):
             raise CheckpointError(f"{path} holds weights without their architecture; give the function that builds "
-                                  f"the model: {factory_option(role)} package.module:function (in Python: load the weights "
-                                  f"into your module and pass the module)") from None
+                                  f"the model: {factory_option(role)} package.module:function (in Python: load the "
+                                  f"weights into your module and pass the module)") from None
         raise
     return Network(ckpt.model, "checkpoint", str(path), spec=ckpt.info, arch=ckpt.arch, metrics=ckpt.metrics)
 

@@ -82,7 +82,8 @@ def build_augmentation(names: list[str], input_shape: tuple[int, ...]) -> nn.Mod
     }
     unknown = [n for n in names if n not in available]
     if unknown:
-        raise ConfigError(f"config key 'generator.augment': unknown augmentation {unknown[0]!r} (choose from: {', '.join(available)})")
+        raise ConfigError(f"config key 'generator.augment': unknown augmentation {unknown[0]!r} "
+                          f"(choose from: {', '.join(available)})")
     return nn.Sequential(*(available[n]() for n in names))
 
 

@@ -56,7 +56,8 @@ class Trainer:
         self.teacher_probe, self.student_probe, self.gan_loss = built.teacher_probe, built.student_probe, built.gan_loss
         self.discriminator_ddp, self.generator_ddp, self.captures = (built.discriminator_ddp, built.generator_ddp,
                                                                      built.captures)
-        if cfg.trainer.precision == "fp16":  # a scaler skips steps until it finds its scale; the scheduler need not warn
+        # a scaler skips steps until it finds its scale; the scheduler need not warn
+        if cfg.trainer.precision == "fp16":
             warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
 
         # --- where batches come from -------------------------------------------------------
@@ -146,8 +147,8 @@ class Trainer:
             bad = next((k for k, v in terms.items() if not torch.isfinite(v.detach())), None)
             last_good = runstate.last_good_checkpoint(self.run_dir)
             if bad is None and torch.isfinite(total.detach()):
-                raise DivergenceError(f"step {self.step + 1}: a loss of the {player.name} is not finite on another process; "
-                                      f"the run stopped; {last_good} (see that process's error)")
+                raise DivergenceError(f"step {self.step + 1}: a loss of the {player.name} is not finite on another "
+                                      f"process; the run stopped; {last_good} (see that process's error)")
             bad = bad or "total"
             raise DivergenceError(
                 f"step {self.step + 1}: loss term {bad!r} of the {player.name} is "
@@ -203,7 +204,8 @@ class Trainer:
     def fit(self, monitor: Monitor) -> dict[str, float]:
         settings = self.cfg.trainer
         self.reporter.monitor = monitor
-        previous = {s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)} if self.can_trap_signals() else {}
+        previous = ({s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+                    if self.can_trap_signals() else {})
         started, last_log_time, last_log_samples = time.perf_counter(), time.perf_counter(), self.samples_seen()
         base_seconds = self.counters["seconds"]
         try:

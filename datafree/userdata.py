@@ -40,7 +40,8 @@ def from_arrays(x: Any, y: Any | None) -> Split:
         raise ConfigError("test labels must be class indices (whole numbers), not probabilities or scores")
     y = y.long().reshape(-1) if y.dim() > 1 and y.shape[-1] == 1 else y.long()
     if y.dim() != 1 or len(y) != len(x):
-        raise ConfigError(f"test labels must be one class index per input: {len(x)} inputs, labels of shape {tuple(y.shape)}")
+        raise ConfigError(f"test labels must be one class index per input: {len(x)} inputs, "
+                          f"labels of shape {tuple(y.shape)}")
     return Split(x, y)
 
 
@@ -64,7 +65,8 @@ def read_npz(path: Path) -> Split:
     try:
         with np.load(path, allow_pickle=False) as f:
             if "x" not in f.files:
-                raise ConfigError(f"{path} holds arrays {', '.join(f.files) or 'none'}; it needs 'x' (and 'y' when labelled)")
+                raise ConfigError(f"{path} holds arrays {', '.join(f.files) or 'none'}; "
+                                  "it needs 'x' (and 'y' when labelled)")
             return from_arrays(f["x"], f["y"] if "y" in f.files else None)
     except ConfigError:
         raise

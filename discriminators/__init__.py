@@ -33,8 +33,8 @@ class Discriminator(nn.Module):
 
 
 def apply_spectral_norm(module: nn.Module) -> nn.Module:
-    """Spectral normalisation (Miyato et al. 2018) on every Linear, Conv2d and Embedding (the projection) layer: a Lipschitz
-    bound that keeps the discriminator from overpowering the student."""
+    """Spectral normalisation (Miyato et al. 2018) on every Linear, Conv2d and Embedding (the projection)
+    layer: a Lipschitz bound that keeps the discriminator from overpowering the student."""
     for name, child in module.named_children():
         if isinstance(child, (nn.Linear, nn.Conv2d, nn.Embedding)):
             setattr(module, name, nn.utils.parametrizations.spectral_norm(child))

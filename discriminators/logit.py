@@ -29,7 +29,8 @@ class LogitDiscriminator(Discriminator):
     """MLP over softened class probabilities (student vs teacher answers)."""
 
     def __init__(self, num_classes: int, teacher_shape=None, student_shape=None,
-                 hidden: list[int] | tuple[int, ...] = (128, 64), temperature: float = 1.0, use_probs: bool = True) -> None:
+                 hidden: list[int] | tuple[int, ...] = (128, 64), temperature: float = 1.0,
+                 use_probs: bool = True) -> None:
         super().__init__()
         self.temperature, self.use_probs = temperature, use_probs
         self.trunk, width = mlp_trunk(num_classes, list(hidden))
@@ -48,7 +49,8 @@ class ConditionalDiscriminator(LogitDiscriminator):
     """Logit discriminator with a projection on the class label."""
 
     def __init__(self, num_classes: int, teacher_shape=None, student_shape=None,
-                 hidden: list[int] | tuple[int, ...] = (128, 64), temperature: float = 1.0, use_probs: bool = True) -> None:
+                 hidden: list[int] | tuple[int, ...] = (128, 64), temperature: float = 1.0,
+                 use_probs: bool = True) -> None:
         super().__init__(num_classes, teacher_shape, student_shape, hidden, temperature, use_probs)
         self.embed = nn.Embedding(num_classes, self.head.in_features)
 

@@ -2,7 +2,7 @@
 overwrites, damaged checkpoints, bad configs and a full disk. Every case states what must hold;
 the script reports cases tried / held / broke.
 
-    python experiments/fault_injection.py            # ~3 minutes on 2 cores; writes experiments/results/fault_injection.md
+    python experiments/fault_injection.py     # ~4 minutes on 2 cores; writes experiments/results/fault_injection.md
 
 Each case runs `python -m datafree ...` in a fresh folder under a temporary root, with a small
 digits teacher trained once at the start. Nothing outside that root is touched except the
@@ -48,7 +48,8 @@ def datafree(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Complete
 
 def one_line_exit_2(done: subprocess.CompletedProcess, *needles: str) -> tuple[bool, str]:
     lines = done.stderr.strip().splitlines()
-    ok = done.returncode == 2 and len(lines) == 1 and lines[0].startswith("datafree: error: ") and "Traceback" not in done.stderr
+    ok = (done.returncode == 2 and len(lines) == 1 and lines[0].startswith("datafree: error: ")
+          and "Traceback" not in done.stderr)
     ok = ok and all(n in lines[0] for n in needles)
     return ok, f"exit {done.returncode}: {(lines or [''])[-1][:160]}"
 
@@ -58,8 +59,10 @@ def digest(path: Path) -> str:
 
 
 def tree(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): ("link->" + os.readlink(p) if p.is_symlink() else digest(p) if p.is_file() else "dir")
-            for p in sorted(folder.rglob("*"))}
+    def kind(p: Path) -> str:
+        return "link->" + os.readlink(p) if p.is_symlink() else digest(p) if p.is_file() else "dir"
+
+    return {str(p.relative_to(folder)): kind(p) for p in sorted(folder.rglob("*"))}
 
 
 def student_weights(run: Path) -> dict[str, torch.Tensor]:
@@ -138,18 +141,22 @@ class Campaign:
             self.record("planted symbolic link", name, lambda f, n=name: self.planted_link(f, n))
         self.record("planted symbolic link", "checkpoints/ -> another run's", self.linked_checkpoints)
 
-        self.record("concurrent start", "a second run in a live run directory", lambda f: self.concurrent(f, resume=False))
+        self.record("concurrent start", "a second run in a live run directory",
+                    lambda f: self.concurrent(f, resume=False))
         self.record("concurrent start", "--resume of a live run", lambda f: self.concurrent(f, resume=True))
         self.record("concurrent start", "a killed run's lock is taken over", self.stale_lock)
 
-        for name, extra, needle in (("an impossible learning rate (diverges)", ["--set", "student.optim.lr=1e30",
-                                                                                "--set", "student.optim.grad_clip=0"], "loss"),
-                                    ("an impossible batch size", ["--set", "trainer.batch_size=100000000"], "batch_size"),
-                                    ("a bad setting", ["--set", "student.args.width=-1"], "width")):
-            self.record("--overwrite, then the new run fails", name, lambda f, e=extra, n=needle: self.overwrite_fails(f, e, n))
+        failing = (("an impossible learning rate (diverges)",
+                    ["--set", "student.optim.lr=1e30", "--set", "student.optim.grad_clip=0"], "loss"),
+                   ("an impossible batch size", ["--set", "trainer.batch_size=100000000"], "batch_size"),
+                   ("a bad setting", ["--set", "student.args.width=-1"], "width"))
+        for name, extra, needle in failing:
+            self.record("--overwrite, then the new run fails", name,
+                        lambda f, e=extra, n=needle: self.overwrite_fails(f, e, n))
         self.record("--overwrite", "spares the user's own files", self.overwrite_spares)
 
-        for name in ("truncated", "bit-flipped", "missing keys", "wrong optimizer shapes", "another architecture", "NaN weights"):
+        for name in ("truncated", "bit-flipped", "missing keys", "wrong optimizer shapes", "another architecture",
+                     "NaN weights"):
             self.record("damaged run checkpoint", name, lambda f, n=name: self.damaged(f, n))
 
         for name, data in (("Latin-1", "[trainer]\nsteps = 3 # caf\xe9\n".encode("latin-1")),
@@ -157,7 +164,7 @@ class Campaign:
                            ("a checkpoint given as --config", None)):
             self.record("config that is not UTF-8 TOML", name, lambda f, d=data: self.bad_config(f, d))
 
-        self.record("full disk", "a run on a 3 MB tmpfs", self.full_disk)
+        self.record("full disk", "a run on a 3 MB tmpfs with 256 kB free", self.full_disk)
         return self.cases
 
     # --- the cases -----------------------------------------------------------------------------
@@ -183,7 +190,8 @@ class Campaign:
             ok, detail = one_line_exit_2(done, "symbolic link")
             results.append(ok)
         unchanged = outside.read_text() == "the user's file\n"
-        return all(results) and unchanged, f"resume and overwrite refused: {results}; outside file unchanged: {unchanged}"
+        return all(results) and unchanged, (f"resume and overwrite refused: {results}; "
+                                            f"outside file unchanged: {unchanged}")
 
     def linked_checkpoints(self, folder: Path) -> tuple[bool, str]:
         other = self.finished_run(folder, "other")
@@ -290,6 +298,9 @@ class Campaign:
         if mounted.returncode != 0:
             return None, f"skipped: cannot mount a tmpfs here ({mounted.stderr.strip()[:100]})"
         try:
+            # Leave ~256 kB free: less than the run's first checkpoint, so the disk fills while it is written.
+            free = shutil.disk_usage(mount).free
+            (mount / "filler").write_bytes(bytes(max(0, free - 256 * 1024)))
             done = datafree(*self.distill, "--steps", "6", "--set", "trainer.checkpoint_every=3", "--run-dir",
                             str(mount / "run"), "--set", "generator.replay_mb=64", cwd=folder)
             ok, detail = one_line_exit_2(done, "disk is full")
@@ -306,7 +317,8 @@ def main() -> None:
     tried = [c for c in cases if c.held is not None]
     held = [c for c in tried if c.held]
     lines = ["# Fault injection", "",
-             f"`python experiments/fault_injection.py`, {time.strftime('%Y-%m-%d %H:%M')}, {time.time() - started:.0f} s: "
+             f"`python experiments/fault_injection.py`, {time.strftime('%Y-%m-%d %H:%M')}, "
+             f"{time.time() - started:.0f} s: "
              f"**{len(tried)} cases tried, {len(held)} held, {len(tried) - len(held)} broke**, "
              f"{len(cases) - len(tried)} skipped.", "",
              "| group | case | result | detail |", "|---|---|---|---|"]

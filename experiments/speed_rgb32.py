@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{where}; torch {torch.__version__}; batch {args.batch_size}; median of {args.repeats} blocks of "
         f"{args.iterations} iterations after {args.warmup} warm-up iterations; {time.strftime('%Y-%m-%d %H:%M')}.", "",
         *rows, "",
-        f"Command: `python experiments/speed_rgb32.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip()])
+        f"Command: `python experiments/speed_rgb32.py {' '.join(sys.argv[1:] if argv is None else argv)}`".rstrip()])
     print(text)
     Path(args.out).write_text(text + "\n")
 

@@ -47,8 +47,8 @@ def task() -> tuple[torch.Tensor, ...]:
 
 def train_teacher(x: torch.Tensor, y: torch.Tensor, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    teacher = nn.Sequential(nn.Linear(32, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Linear(256, 256), nn.BatchNorm1d(256),
-                            nn.ReLU(), nn.Linear(256, 6))
+    teacher = nn.Sequential(nn.Linear(32, 256), nn.BatchNorm1d(256), nn.ReLU(),
+                            nn.Linear(256, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Linear(256, 6))
     optimizer = torch.optim.Adam(teacher.parameters(), 1e-3)
     for _ in range(40):
         for idx in torch.randperm(len(x)).split(128):
@@ -115,7 +115,8 @@ def write(runs: list[dict], teacher_accuracy: float) -> None:
                      f"{agreement:.2f} | {seconds:.1f} |")
     lines += ["", "Command: `python experiments/tabular_own_model.py`"]
     (RESULTS / "results.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / "results.json").write_text(json.dumps({"teacher_accuracy": teacher_accuracy, "runs": runs}, indent=1) + "\n")
+    record = {"teacher_accuracy": teacher_accuracy, "runs": runs}
+    (RESULTS / "results.json").write_text(json.dumps(record, indent=1) + "\n")
     print("\n".join(lines))
 
 

@@ -49,7 +49,8 @@ from generators import GENERATORS
 
 CONFIGS = Path(__file__).parent / "configs" / "cifar10" / "resnet34-resnet18"
 RESULTS = Path(__file__).parent / "results"
-CIFAR = InputSpec((3, 32, 32), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), name="cifar10", augment="shift4-flip")
+CIFAR = InputSpec((3, 32, 32), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), name="cifar10",
+                  augment="shift4-flip")
 # Dense tensor-core peaks (TFLOP/s) of GPUs this is likely to meet: 16-bit (bf16/fp16) and TF32, which
 # cuDNN uses for fp32 convolutions by default (torch.backends.cudnn.allow_tf32).
 PEAK_TFLOPS = {"H200": {"16": 989.4, "tf32": 494.7}, "H100 PCIe": {"16": 756.0, "tf32": 378.0},
@@ -129,9 +130,9 @@ def reference_workload(args: argparse.Namespace, device: torch.device) -> Worklo
 
 
 def method_config(method: str, args: argparse.Namespace, precision: str, channels_last: bool, compile_: bool) -> Config:
-    settings = {"trainer.batch_size": args.batch_size, "trainer.device": str(args.device), "trainer.precision": precision,
-                "trainer.channels_last": channels_last, "trainer.compile": compile_, "teacher.checkpoint": "",
-                "data.name": "cifar10"}
+    settings = {"trainer.batch_size": args.batch_size, "trainer.device": str(args.device),
+                "trainer.precision": precision, "trainer.channels_last": channels_last, "trainer.compile": compile_,
+                "teacher.checkpoint": "", "data.name": "cifar10"}
     path = CONFIGS / f"{method}.toml"
     if path.is_file():
         return load(path, settings)
@@ -247,16 +248,20 @@ def describe(args: argparse.Namespace) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     distillation = [m for m in METHODS.names() if m != "scratch"]
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", default=",".join(distillation), help="comma-separated methods (default: all distillation methods)")
-    p.add_argument("--batch-size", type=int, default=16, help="per update; 256 is the CIFAR protocol's (use it on a GPU)")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", default=",".join(distillation),
+                   help="comma-separated methods (default: all distillation methods)")
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="per update; 256 is the CIFAR protocol's (use it on a GPU)")
     p.add_argument("--iterations", type=int, default=2, help="timed iterations per block")
     p.add_argument("--repeats", type=int, default=3, help="timed blocks per row (the median is reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed iterations first (at least 1)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="datafree rows' precision")
     p.add_argument("--channels-last", action="store_true", help="datafree rows: channels-last memory format")
-    p.add_argument("--compile", action="store_true", help="datafree rows: torch.compile (its cost shows as the first iteration)")
+    p.add_argument("--compile", action="store_true",
+                   help="datafree rows: torch.compile (its cost shows as the first iteration)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--peak-tflops", type=float, default=0.0, help="the device's peak TFLOP/s for the %% of peak column")
     p.add_argument("--no-flops", action="store_true", help="skip counting FLOPs (one untimed iteration less)")

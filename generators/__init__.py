@@ -23,7 +23,8 @@ register_generator = GENERATORS.register
 
 def check_noise_size(name: str, nz: int) -> None:
     if not isinstance(nz, int) or nz <= 0:
-        raise ConfigError(f"config key 'generator.args.nz' must be a positive integer for generator {name!r} (got {nz!r})")
+        raise ConfigError(f"config key 'generator.args.nz' must be a positive integer for generator {name!r} "
+                          f"(got {nz!r})")
 
 
 class Generator(nn.Module):

@@ -40,7 +40,8 @@ class DCGANGenerator(Generator):
         super().__init__()
         check_noise_size('dcgan', nz)
         if not info.is_image:
-            raise ConfigError(f"generator 'dcgan' makes images; {info.name} has inputs of shape {info.input_shape}: use generator 'mlp'")
+            raise ConfigError(f"generator 'dcgan' makes images; {info.name} has inputs of shape {info.input_shape}: "
+                              "use generator 'mlp'")
         channels, height, width_px = info.input_shape
         if height % 4 or width_px % 4:
             raise ConfigError(f"generator 'dcgan' needs image sides divisible by 4 (got {height}x{width_px})")
@@ -67,7 +68,8 @@ class DCGANGenerator(Generator):
             nn.Conv2d(2 * width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.LeakyReLU(0.2),
             nn.Conv2d(width, channels, 3, padding=1),
             *([nn.Sigmoid()] if self.normalized else
-              [nn.Tanh(), nn.BatchNorm2d(channels, affine=False)] if output == "batchnorm" else [nn.BatchNorm2d(channels)]),
+              [nn.Tanh(), nn.BatchNorm2d(channels, affine=False)] if output == "batchnorm" else
+              [nn.BatchNorm2d(channels)]),
         )
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

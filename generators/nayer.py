@@ -45,7 +45,8 @@ class NoisyLayerGenerator(Generator):
         """Class-balanced: every class equally often, the rest at random."""
         device = self.class_embedding.device
         k = self.num_classes
-        labels = torch.cat([torch.arange(k, device=device).repeat(n // k), torch.randint(0, k, (n % k,), device=device)])
+        labels = torch.cat([torch.arange(k, device=device).repeat(n // k),
+                            torch.randint(0, k, (n % k,), device=device)])
         return (forward or self)(None, labels), labels
 
     def forward(self, z: torch.Tensor | None, labels: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,8 @@ overrides = {{ "trainer.steps" = 3, "trainer.batch_size" = 32, "trainer.log_ever
 
 [teachers.small]
 config = "{DIGITS / 'teacher.toml'}"
-overrides = {{ "teacher.checkpoint" = "{folder / 'teacher.pt'}", "teacher.args" = {{ width = 8 }}, "trainer.steps" = 40, "trainer.batch_size" = 64 }}
+overrides = {{ "teacher.checkpoint" = "{folder / 'teacher.pt'}", "teacher.args" = {{ width = 8 }}, \
+"trainer.steps" = 40, "trainer.batch_size" = 64 }}
 
 [[pairs]]
 name = "small → half"
@@ -180,7 +181,8 @@ def tensorboard_tags(log_dir: Path) -> dict:
     ('seeds = [0]\n[[pairs]]\nname = "p"\n', r"pairs\[0\] needs 'teacher'"),
     ('sedes = [0]\n', r"unknown suite key 'sedes'; did you mean 'seeds'\?"),
     ('[teachers.t]\nconfig = "nope.toml"\n', r"teachers.t.config not found"),
-    ('[teachers.t]\nconfg = "teacher.toml"\n', r"unknown suite key 'teachers.t.confg'; did you mean 'teachers.t.config'"),
+    ('[teachers.t]\nconfg = "teacher.toml"\n',
+     r"unknown suite key 'teachers.t.confg'; did you mean 'teachers.t.config'"),
     ('seeds = [0]\n', r"needs at least one \[\[pairs\]\]"),
     ('seeds = []\n', r"suite key 'seeds' must be a non-empty list"),
     ('seeds = ["a"]\n[[pairs]]\n', r"suite key 'seeds\[0\]' must be an integer"),

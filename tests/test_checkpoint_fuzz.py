@@ -101,7 +101,8 @@ def test_a_flip_in_the_weights_is_always_refused(original, tmp_path):
 
 
 def test_run_checkpoints_too(tmp_path):
-    state = {"step": 7, "models": {"student": {"w": torch.randn(50, 50)}}, "rng": [{"python": (3, tuple(range(10)), None)}]}
+    state = {"step": 7, "models": {"student": {"w": torch.randn(50, 50)}},
+             "rng": [{"python": (3, tuple(range(10)), None)}]}
     path = checkpoint.save_run(state, tmp_path, 7, keep=1)
     good = path.read_bytes()
     rng = random.Random(3)

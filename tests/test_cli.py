@@ -36,7 +36,8 @@ def test_train_teacher_then_distill_then_evaluate(tmp_path, monkeypatch, capsys)
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["teacher_accuracy"] == pytest.approx(teacher.metrics["test_accuracy"])
         assert metrics["student_steps"] == 20 * (5 if method == "dfad" else 1)
-        assert (metrics["real_samples"] > 0) == (method == "kd") and (metrics["synthetic_samples"] > 0) == (method == "dfad")
+        assert ((metrics["real_samples"] > 0) == (method == "kd")
+                and (metrics["synthetic_samples"] > 0) == (method == "dfad"))
 
     assert main(["evaluate", "dfad/student.pt"]) == 0
     out = capsys.readouterr().out

@@ -63,7 +63,8 @@ def distill(teacher: Path, *extra: str) -> list[str]:
     (["--method", "ourz"], ["config key 'method.name': unknown method 'ourz'; did you mean 'ours'?"]),
     (["--student", "digits_cnn_hlf"], ["unknown model 'digits_cnn_hlf'; did you mean 'digits_cnn_half'?"]),
     (["--set", "generator.name=dcgn"], ["unknown generator 'dcgn'; did you mean 'dcgan'?"]),
-    (["--method", "gankd", "--set", "discriminator.name=logt"], ["unknown discriminator 'logt'; did you mean 'logit'?"]),
+    (["--method", "gankd", "--set", "discriminator.name=logt"],
+     ["unknown discriminator 'logt'; did you mean 'logit'?"]),
     (["--set", "discriminator.loss=hinje"], ["unknown GAN loss 'hinje'; did you mean 'hinge'?"]),
     (["--data", "digts"], ["unknown data set 'digts'; did you mean 'digits'?"]),
     (["--set", "method.terms.student.kll=1"], ["unknown loss term 'kll'; did you mean 'kl'?"]),
@@ -76,7 +77,8 @@ def distill(teacher: Path, *extra: str) -> list[str]:
     (["--set", "student.optim.lr=inf"], ["config key 'student.optim.lr' must be a finite number (got inf)"]),
     (["--set", "student.optim.lr=nan"], ["config key 'student.optim.lr' must be > 0 (got nan)"]),
     (["--set", "method.temperature=0"], ["config key 'method.temperature' must be > 0"]),
-    (["--set", "generator.replay_fraction=2"], ["config key 'generator.replay_fraction' must be within [0, 1] (got 2.0)"]),
+    (["--set", "generator.replay_fraction=2"],
+     ["config key 'generator.replay_fraction' must be within [0, 1] (got 2.0)"]),
     (["--set", "trainer.keep_checkpoints=0"], ["config key 'trainer.keep_checkpoints' must be > 0"]),
     (["--seed", "-1"], ["config key 'trainer.seed' must be within [0, 4294967295] (got -1)"]),
     (["--set", "student.optim.betas=[0.9]"], ["config key 'student.optim.betas' must be two numbers in [0, 1)"]),
@@ -90,7 +92,8 @@ def test_bad_names_keys_and_numbers(digits_teacher, workdir, capsys, extra, expe
 
 
 def test_unknown_teacher_model_name(workdir, capsys):
-    refused(capsys, ["train-teacher", "--model", "digts_cnn", *TINY], "unknown model 'digts_cnn'; did you mean 'digits_cnn'?")
+    refused(capsys, ["train-teacher", "--model", "digts_cnn", *TINY],
+            "unknown model 'digts_cnn'; did you mean 'digits_cnn'?")
     assert snapshot(workdir) == {}
 
 
@@ -110,7 +113,8 @@ def test_unknown_key_in_a_config_file(digits_teacher, workdir, capsys):
 
 def test_data_root_missing(digits_teacher, workdir, capsys):
     refused(capsys, distill(digits_teacher, "--data", "cifar10", "--data-root", "/nonexistent"),
-            "data root '/nonexistent' does not exist; pass --data-root to the folder holding cifar10, or add --download")
+            "data root '/nonexistent' does not exist; pass --data-root to the folder holding cifar10, "
+            "or add --download")
     refused(capsys, ["train-teacher", "--data", "cifar10", "--data-root", "/nonexistent", "--model", "resnet18", *TINY],
             "data root '/nonexistent' does not exist")
     assert snapshot(workdir) == {}
@@ -118,7 +122,8 @@ def test_data_root_missing(digits_teacher, workdir, capsys):
 
 def test_teacher_for_another_data_set(digits_teacher, workdir, capsys):
     refused(capsys, distill(digits_teacher, "--data", "wine"),
-            "was trained on digits (10 classes, inputs (1, 8, 8)) but data set wine has 3 classes", "pass --data digits")
+            "was trained on digits (10 classes, inputs (1, 8, 8)) but data set wine has 3 classes",
+            "pass --data digits")
     assert snapshot(workdir) == {}
 
 
@@ -140,7 +145,8 @@ def test_teacher_and_student_modules_with_different_class_counts(tmp_path):
 
     student = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     wide_teacher = nn.Sequential(nn.Flatten(), nn.Linear(64, 12))
-    with pytest.raises(ConfigError, match=r"the teacher predicts 12 classes but the student 10; build the student for 12"):
+    with pytest.raises(ConfigError,
+                       match=r"the teacher predicts 12 classes but the student 10; build the student for 12"):
         datafree.distill(wide_teacher, student, "kd", data="digits", steps=2, run_dir=tmp_path / "run", quiet=True)
     assert not (tmp_path / "run").exists()
 
@@ -298,7 +304,8 @@ def test_train_teacher_refuses_to_replace_an_existing_out_file(workdir, capsys):
     before = snapshot(workdir)
     argv = ["train-teacher", "--out", "teacher.pt", "--run-dir", "trun", "--quiet", "--steps", "3",
             "--set", "teacher.args.width=4", "--set", "trainer.batch_size=32", "--set", "trainer.eval_every=0"]
-    refused(capsys, argv, "teacher checkpoint teacher.pt already exists; pass --overwrite to replace it or choose another --out")
+    refused(capsys, argv,
+            "teacher checkpoint teacher.pt already exists; pass --overwrite to replace it or choose another --out")
     assert snapshot(workdir) == before  # refused at start-up: not even a run directory
     assert cli.main([*argv, "--overwrite"]) == 0
     capsys.readouterr()
@@ -312,8 +319,9 @@ def test_train_teacher_refuses_to_replace_an_existing_out_file(workdir, capsys):
 def test_resume_of_nothing(workdir, capsys):
     refused(capsys, ["distill", "--resume", "nowhere"], "run directory nowhere not found; nothing to resume")
     (workdir / "empty_run").mkdir()
-    refused(capsys, ["distill", "--resume", "empty_run"], "no run checkpoint in empty_run/checkpoints; nothing to resume "
-                                                          "(start the run without --resume)")
+    refused(capsys, ["distill", "--resume", "empty_run"],
+            "no run checkpoint in empty_run/checkpoints; nothing to resume "
+            "(start the run without --resume)")
     assert snapshot(workdir) == {"empty_run": None}
 
 
@@ -350,7 +358,8 @@ def test_the_real_process_exits_2_with_one_line_and_shows_the_traceback_with_deb
     command = [sys.executable, "-m", "datafree", "distill", "--teacher", "missing.pt", "--quiet"]
     plain = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert plain.returncode == 2 and plain.stdout == ""
-    assert plain.stderr == f"datafree: error: checkpoint not found: missing.pt; check the path (relative paths start from {tmp_path})\n"
+    assert plain.stderr == ("datafree: error: checkpoint not found: missing.pt; check the path "
+                            f"(relative paths start from {tmp_path})\n")
     debug = subprocess.run([*command, "--debug"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert debug.returncode != 0
     assert "Traceback (most recent call last)" in debug.stderr

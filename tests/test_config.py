@@ -66,7 +66,8 @@ def test_unknown_method_and_term_names_are_clear():
 
     with pytest.raises(ConfigError, match=r"config key 'method.name': unknown method 'dfadd'; did you mean 'dfad'\?"):
         load(overrides={"method.name": "dfadd"})
-    with pytest.raises(ConfigError, match=r"config key 'student.name': unknown model 'resnet19'; did you mean 'resnet18'\?"):
+    with pytest.raises(ConfigError,
+                       match=r"config key 'student.name': unknown model 'resnet19'; did you mean 'resnet18'\?"):
         load(overrides={"student.name": "resnet19"})
     with pytest.raises(ConfigError, match=r"'data.name': unknown data set 'cifar'"):
         load(overrides={"data.name": "cifar"})
@@ -114,4 +115,5 @@ def test_one_key_of_a_section_keeps_the_sections_own_defaults():
     # OptimConfig's class defaults (SGD with weight decay).
     cfg = load(overrides=["generator.optim.lr=1e-4", "discriminator.optim.schedule=constant"])
     assert (cfg.generator.optim.name, cfg.generator.optim.lr, cfg.generator.optim.betas) == ("adam", 1e-4, [0.5, 0.999])
-    assert (cfg.discriminator.optim.name, cfg.discriminator.optim.lr, cfg.discriminator.optim.schedule) == ("adam", 2e-4, "constant")
+    assert ((cfg.discriminator.optim.name, cfg.discriminator.optim.lr, cfg.discriminator.optim.schedule)
+            == ("adam", 2e-4, "constant"))

@@ -153,7 +153,8 @@ def test_image_folder(tmp_path):
         for cls in ("cat", "dog"):
             (tmp_path / part / cls).mkdir(parents=True)
             for i in range(3):
-                Image.new("L" if cls == "cat" else "RGB", (20, 12), color=40 * i).save(tmp_path / part / cls / f"{i}.png")
+                Image.new("L" if cls == "cat" else "RGB", (20, 12),
+                          color=40 * i).save(tmp_path / part / cls / f"{i}.png")
     ds = load_dataset("imagefolder", tmp_path, image_size=16)
     assert ds.train.x.shape == (6, 3, 16, 16) and ds.info.num_classes == 2
     with pytest.raises(ConfigError, match="has no test/ subfolder"):

@@ -57,7 +57,8 @@ def runs(digits_teacher, tmp_path_factory) -> Path:
          "out": str(root / "out-gankd")},
     ], root)
     shutil.copytree(root / "stopped", root / "stopped-copy")  # to try resuming in one process
-    launch([{"argv": ["distill", "--resume", str(root / "stopped"), "--quiet"], "out": str(root / "out-resumed")}], root)
+    launch([{"argv": ["distill", "--resume", str(root / "stopped"), "--quiet"],
+             "out": str(root / "out-resumed")}], root)
     assert cli.main(distill_argv(digits_teacher, "ours", root / "single")) == 0
     return root
 
@@ -71,7 +72,8 @@ def test_ranks_hold_identical_networks_after_training(runs):
             assert "adapter.weight" in rank0["models"]["discriminator"]
         for player in players:  # parameters and buffers (BatchNorm running statistics) alike
             for name, value in rank0["models"][player].items():
-                assert torch.equal(value, rank1["models"][player][name]), f"{method}: {player}.{name} differs across ranks"
+                assert torch.equal(value, rank1["models"][player][name]), (
+                    f"{method}: {player}.{name} differs across ranks")
         # while each rank trained on its own batches (own noise, own data shard)
         assert rank0["local_losses"]["loss/student/total"] != rank1["local_losses"]["loss/student/total"]
 
@@ -97,7 +99,8 @@ def test_run_directory_is_written_once_in_the_single_process_format(runs):
     ddp_cfg, single_cfg = load(ddp / "config.toml").to_dict(), load(single / "config.toml").to_dict()
     ddp_cfg["run"].pop("dir"), single_cfg["run"].pop("dir")
     assert ddp_cfg == single_cfg
-    metrics, single_metrics = json.loads((ddp / "metrics.json").read_text()), json.loads((single / "metrics.json").read_text())
+    metrics, single_metrics = (json.loads((ddp / "metrics.json").read_text()),
+                               json.loads((single / "metrics.json").read_text()))
     assert metrics.keys() == single_metrics.keys()
     assert metrics["synthetic_samples"] == 2 * single_metrics["synthetic_samples"]  # both ranks' samples counted
     assert metrics["student_steps"] == single_metrics["student_steps"]

@@ -51,7 +51,8 @@ def assert_last_good_checkpoint(run_dir, step: int) -> None:
 
 
 @pytest.mark.parametrize("method, player, bad", [("kd", "student", "nan"), ("ours", "generator", "inf")])
-def test_a_nan_or_inf_term_stops_the_run_naming_step_and_term(digits_teacher, tmp_path, monkeypatch, method, player, bad):
+def test_a_nan_or_inf_term_stops_the_run_naming_step_and_term(digits_teacher, tmp_path, monkeypatch,
+                                                              method, player, bad):
     # kd updates the student once per step and ours the generator once per step: call 8 is step 8.
     register_poison(monkeypatch, player, at_call=8, bad=bad)
     run_dir = tmp_path / "run"
@@ -82,8 +83,9 @@ def test_the_cli_reports_divergence_in_one_line_with_exit_status_2(digits_teache
     register_poison(monkeypatch, "student", at_call=3, bad="nan")
     run_dir = tmp_path / "run"
     code = cli.main(["distill", "--teacher", str(digits_teacher), "--method", "kd", "--steps", "12", "--quiet",
-                     "--run-dir", str(run_dir), "--set", "method.terms.student.poison=1", "--set", "student.args.width=4",
-                     "--set", "trainer.batch_size=32", "--set", "trainer.checkpoint_every=2", "--set", "trainer.eval_every=0"])
+                     "--run-dir", str(run_dir), "--set", "method.terms.student.poison=1",
+                     "--set", "student.args.width=4", "--set", "trainer.batch_size=32",
+                     "--set", "trainer.checkpoint_every=2", "--set", "trainer.eval_every=0"])
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and "Traceback" not in err

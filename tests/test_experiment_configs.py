@@ -192,7 +192,8 @@ def test_a_cifar_config_runs_end_to_end_through_the_api(tiny_cifar, tmp_path):
     """The config's own teacher.checkpoint path, read relative to the working directory as documented."""
     root, _, teachers = tiny_cifar
     (tmp_path / "checkpoints" / "teachers" / "cifar100").mkdir(parents=True)
-    (tmp_path / "checkpoints" / "teachers" / "cifar100" / "wrn40_2.pt").write_bytes(teachers["cifar100", "wrn40_2"].read_bytes())
+    (tmp_path / "checkpoints" / "teachers" / "cifar100" / "wrn40_2.pt").write_bytes(
+        teachers["cifar100", "wrn40_2"].read_bytes())
     path = EXPERIMENTS / "configs" / "cifar100" / "wrn40_2-wrn16_1" / "dfq.toml"
     cfg = load(path, {**FEW_STEPS, "data.root": str(root), "run.dir": str(tmp_path / "run")})
     with pytest.MonkeyPatch.context() as mp:

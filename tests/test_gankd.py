@@ -38,8 +38,8 @@ def held_out_accuracy(trainer) -> tuple[float, float]:
     real, and of student answers it calls fake."""
     test = trainer.dataset.test
     x, y = trainer.info.normalize(test.x), test.y
-    batch = Batch("discriminator", x, trainer.nets_for(trainer.player("discriminator")), trainer.captures["discriminator"],
-                  trainer.cfg.method.temperature, labels=y)
+    batch = Batch("discriminator", x, trainer.nets_for(trainer.player("discriminator")),
+                  trainer.captures["discriminator"], trainer.cfg.method.temperature, labels=y)
     d, threshold = trainer.discriminator, trainer.gan_loss.threshold
     real = d(d.view(batch.teacher, "teacher"), y)
     fake = d(d.view(batch.student, "student"), y)

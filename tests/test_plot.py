@@ -30,8 +30,8 @@ def evaluations(*points: tuple[float, float]) -> list[dict]:
 
 def run(pair: str, method: str, seed: int, data: str, seconds: float, *points: tuple[float, float]) -> dict:
     return {"pair": pair, "method": method, "seed": seed, "data": data, "accuracy": points[-1][1], "seconds": seconds,
-            "student_steps": 30, "synthetic_samples": 0 if data == "real" else 960, "real_samples": 960 if data == "real" else 0,
-            "params": 1000, "evaluations": evaluations(*points)}
+            "student_steps": 30, "synthetic_samples": 0 if data == "real" else 960,
+            "real_samples": 960 if data == "real" else 0, "params": 1000, "evaluations": evaluations(*points)}
 
 
 def tiny_suite(pairs: int) -> tuple[Suite, dict]:

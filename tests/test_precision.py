@@ -40,7 +40,8 @@ def cpu_fp16_autocast_works() -> bool:
 
 def precisions() -> list:
     fp16 = pytest.param("fp16", marks=pytest.mark.skipif(
-        not cpu_fp16_autocast_works(), reason="this torch build has no fp16 CPU kernels for autocast / GradScaler('cpu')"))
+        not cpu_fp16_autocast_works(),
+        reason="this torch build has no fp16 CPU kernels for autocast / GradScaler('cpu')"))
     return ["bf16", fp16]
 
 
@@ -68,7 +69,8 @@ def test_losses_of_a_fixed_batch_match_fp32(digits_teacher, method, player, prec
     assert mixed.keys() == reference.keys()
     tolerance = 8 * UNIT_ROUNDOFF[precision]
     for name, value in reference.items():
-        assert abs(mixed[name] - value) <= tolerance * (1 + abs(value)), f"{name}: {precision} {mixed[name]} vs fp32 {value}"
+        assert abs(mixed[name] - value) <= tolerance * (1 + abs(value)), (
+            f"{name}: {precision} {mixed[name]} vs fp32 {value}")
     assert any(mixed[k] != reference[k] for k in reference), f"{precision} changed nothing: autocast not in effect"
 
 
@@ -108,7 +110,8 @@ def test_an_fp16_overflow_skips_only_that_players_step(digits_teacher, precision
     """Each player's loss has its own scale (the generator's bn term is ~15, the student's KL ~1):
     an overflow in one player's backward halves its scale and skips its step, nobody else's."""
     trainer = make_trainer(digits_teacher, "dfq", precision)
-    trainer.update(trainer.player("generator")), trainer.update(trainer.player("student"))  # scales are set up on first use
+    # scales are set up on first use
+    trainer.update(trainer.player("generator")), trainer.update(trainer.player("student"))
     generator_scaler, student_scaler = trainer.player("generator").scaler, trainer.player("student").scaler
     generator_scaler.update(new_scale=1e30)  # the scaled generator loss cannot pass fp16 activations
     student_scale = student_scaler.get_scale()

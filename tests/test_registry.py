@@ -42,8 +42,10 @@ def test_every_registry_is_populated():
     from generators import GENERATORS
 
     assert {"digits", "mnist", "cifar10", "cifar100", "svhn", "fashion_mnist", "imagefolder", "wine"} <= set(DATASETS)
-    assert {"scratch", "kd", "dfad", "zskt", "dafl", "deepinv", "dfq", "ours", "gankd", "gankd_datafree"} <= set(METHODS)
-    assert {"adv_l1", "adv_kl", "adv_js", "adv_dkl", "l1", "kl", "bn", "oh", "act", "balance", "tv", "at", "gan", "r1"} <= set(TERMS)
+    assert {"scratch", "kd", "dfad", "zskt", "dafl", "deepinv", "dfq", "ours", "gankd",
+            "gankd_datafree"} <= set(METHODS)
+    assert {"adv_l1", "adv_kl", "adv_js", "adv_dkl", "l1", "kl", "bn", "oh", "act", "balance", "tv", "at", "gan",
+            "r1"} <= set(TERMS)
     assert {"digits_cnn", "digits_cnn_half", "mlp", "lenet5", "resnet18", "wrn40_2", "vgg11_bn"} <= set(MODELS)
     assert {"dcgan", "dcgan_conditional", "mlp"} <= set(GENERATORS)
     assert {"logit", "conditional", "feature"} <= set(DISCRIMINATORS)

@@ -138,7 +138,8 @@ def interrupt(proc: subprocess.Popen, run_dir: Path, signum: int, min_step: int,
 # itself resumed is resumed again: SIGKILL then SIGTERM (ours), SIGINT then SIGKILL (kd).
 @pytest.mark.parametrize("method, first, second", [("ours", signal.SIGKILL, signal.SIGTERM),
                                                    ("kd", signal.SIGINT, signal.SIGKILL)])
-def test_killed_or_stopped_runs_resume_to_bit_identical_weights(method, first, second, references, digits_teacher, tmp_path):
+def test_killed_or_stopped_runs_resume_to_bit_identical_weights(method, first, second, references, digits_teacher,
+                                                                tmp_path):
     run_dir = tmp_path / "run"
     step = 0
     for i, signum in enumerate((first, second)):
@@ -177,21 +178,44 @@ def test_a_run_stopped_between_its_last_checkpoint_and_its_model_file_finishes_o
     assert (run_dir / "metrics.json").is_file()
 
 
+@pytest.mark.parametrize("damage", ["missing keys", "wrong optimizer shapes", "another architecture"])
+def test_a_run_checkpoint_that_does_not_fit_the_run_is_refused_in_one_line(references, tmp_path, capsys, damage):
+    references.weights("kd")
+    run_dir = tmp_path / "run"
+    shutil.copytree(references.root / "kd", run_dir)
+    (run_dir / "student.pt").unlink()  # so that the resume reads the checkpoint
+    latest = checkpoint.list_run_checkpoints(run_dir)[-1]
+    state = checkpoint.safe_load(latest, checkpoint.RUN_FORMAT)
+    if damage == "missing keys":
+        del state["players"]
+    elif damage == "wrong optimizer shapes":
+        optimizer_state = state["players"]["student"]["optimizer"]["state"]
+        optimizer_state[next(iter(optimizer_state))]["momentum_buffer"] = torch.zeros(3)
+    else:
+        state["models"]["student"] = {k: torch.zeros(2, 2) for k in state["models"]["student"]}
+    checkpoint.atomic_save(checkpoint.sealed({k: v for k, v in state.items() if k != "digest"}), latest)
+    assert cli.main(["distill", "--resume", str(run_dir), "--quiet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "does not fit this run" in error, error
+    assert not (run_dir / "student.pt").exists()
+
+
 def test_resume_refuses_a_teacher_file_that_changed(references, digits_teacher, tmp_path, capsys):
     references.weights("kd")
     run_dir = tmp_path / "run"
     shutil.copytree(references.root / "kd", run_dir)
     (run_dir / "student.pt").unlink()  # (else the finished run would just be reported)
     other = checkpoint.load_model(digits_teacher)  # same weights, another file: resaved with other metrics
-    teacher = checkpoint.save_model(other.model, other.info, tmp_path / "teacher.pt", other.arch, {"test_accuracy": 1.0})
+    teacher = checkpoint.save_model(other.model, other.info, tmp_path / "teacher.pt", other.arch,
+                                    {"test_accuracy": 1.0})
     state = checkpoint.load_latest_run(run_dir)
     state["config"]["teacher"]["checkpoint"] = str(teacher)
     checkpoint.save_run({k: v for k, v in state.items() if k != "format"}, run_dir, state["step"], keep=2)
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     assert cli.main(["distill", "--resume", str(run_dir)]) == 2
-    assert capsys.readouterr().err == (f"datafree: error: teacher file {teacher} changed since this run started, so "
-                                       f"resuming would not continue the same run; put the original file back (or start "
-                                       f"a new run with this teacher)\n")
+    assert capsys.readouterr().err == (f"datafree: error: teacher file {teacher} changed since this run started, "
+                                       f"so resuming would not continue the same run; put the original file back "
+                                       f"(or start a new run with this teacher)\n")
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
@@ -243,7 +267,8 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_latest_checkpoint_whole(tmp
     pid = os.fork()  # a real second process, without paying for another interpreter start
     if pid == 0:
         try:
-            checkpoint.save_run({"step": 10, "w": torch.ones(1000), "big": SlowToPickle(ready_write)}, tmp_path, 10, keep=2)
+            checkpoint.save_run({"step": 10, "w": torch.ones(1000), "big": SlowToPickle(ready_write)},
+                                tmp_path, 10, keep=2)
         finally:
             os._exit(1)
     assert os.read(ready_read, 1) == b"w"

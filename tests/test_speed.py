@@ -29,7 +29,8 @@ class ForwardLog:
         for name in ("teacher", "student", "generator", "discriminator"):
             net = getattr(trainer, name)
             if net is not None:
-                net.register_forward_hook(lambda _m, _i, _o, name=name: self.calls.append((name, torch.is_grad_enabled())))
+                net.register_forward_hook(
+                    lambda _m, _i, _o, name=name: self.calls.append((name, torch.is_grad_enabled())))
 
     def during(self, action) -> dict[str, list[bool]]:
         self.calls.clear()
@@ -74,7 +75,8 @@ def test_a_replay_run_asks_the_generator_only_for_the_fresh_part_of_a_batch(digi
 
 def test_teacher_output_carries_a_graph_only_for_the_generator(digits_teacher):
     trainer = make_trainer("dfq", checkpoint.load_model(digits_teacher).model, load_dataset("digits"))
-    generator_batch, student_batch = trainer.make_batch(trainer.player("generator")), trainer.make_batch(trainer.player("student"))
+    generator_batch, student_batch = (trainer.make_batch(trainer.player("generator")),
+                                      trainer.make_batch(trainer.player("student")))
     assert generator_batch.teacher.logits.requires_grad  # the generator learns through the teacher
     assert not student_batch.teacher.logits.requires_grad and student_batch.teacher.logits.grad_fn is None
     assert not any(p.requires_grad for p in trainer.teacher.parameters())
@@ -108,15 +110,18 @@ def three_channel_digits() -> Dataset:
     return Dataset(info, split(256), split(64))
 
 
-@pytest.mark.parametrize("method, players", [("dfad", ["generator", "student"]), ("gankd", ["discriminator", "student"])])
+@pytest.mark.parametrize("method, players", [("dfad", ["generator", "student"]),
+                                             ("gankd", ["discriminator", "student"])])
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_channels_last_reaches_weights_and_batches(method, players, channels_last):
     torch.manual_seed(0)
     teacher = create_model("digits_cnn", 10, (3, 8, 8), width=4)
-    trainer = make_trainer(method, teacher, three_channel_digits(), channels=3, **{"trainer.channels_last": channels_last})
+    trainer = make_trainer(method, teacher, three_channel_digits(), channels=3,
+                           **{"trainer.channels_last": channels_last})
     layout = torch.channels_last if channels_last else torch.contiguous_format
     nets = [trainer.teacher, trainer.student] + ([trainer.generator] if trainer.generator is not None else [])
-    convs = [m.weight for net in nets for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1]
+    convs = [m.weight for net in nets for m in net.modules()
+             if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1]
     assert convs and all(w.is_contiguous(memory_format=layout) for w in convs)
     seen = []
     trainer.teacher.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0]))

@@ -240,7 +240,8 @@ def results_markdown(spec: Suite, results: dict[str, Any]) -> str:
                 acc += f" ({', '.join(notes)})"
             cells = [row.method, row.data, acc, interval_text(s)]
             if with_p:
-                cells.append("reference" if row.method == ref else format_p(welch_p(row.accuracies, reference_accuracies)))
+                cells.append("reference" if row.method == ref
+                             else format_p(welch_p(row.accuracies, reference_accuracies)))
             cells += [budget_cell(row, b) for b in spec.budgets] + [time_to_cell(row, x) for x in spec.time_to]
             cells += [f"{row.agreement:.2f}" if row.agreement is not None else "—",
                       f"{row.seconds:.1f}" if row.n else "—", count(row.student_steps), count(row.synthetic_samples),

@@ -49,7 +49,8 @@ def run_suite(suite: str | Path, out: str | Path | None = None, data_root: str |
     say(f"bench {spec.name}: {len(spec.teachers)} teacher(s), {len(spec.runs)} runs; results in {out}/")
     digests: dict[str, str] = {}
     for teacher in spec.teachers.values():
-        results["teachers"][teacher.name] = ensure_teacher(teacher, out, results["teachers"].get(teacher.name), quiet, say)
+        results["teachers"][teacher.name] = ensure_teacher(teacher, out, results["teachers"].get(teacher.name),
+                                                           quiet, say)
         digests[teacher.name] = results["teachers"][teacher.name]["digest"]
         write_outputs(out, spec, results, final=False)
 

@@ -1,8 +1,8 @@
 """Methods are data: a named set of weighted loss terms per player, plus the config defaults of
 the published recipe (step ratios, temperature, ...). Optimizers are not part of a method: the
 CIFAR configs under experiments/configs/ set each paper's, the digits configs give every method
-the same project default (SGD, lr 0.05, cosine) so that only the method differs. Adding one is a new small file here that
-calls `register_method`; the trainer never asks which method it runs.
+the same project default (SGD, lr 0.05, cosine) so that only the method differs. Adding one is a new
+small file here that calls `register_method`; the trainer never asks which method it runs.
 
 Players update in this order every iteration: generator (g_steps), discriminator (d_steps),
 student (s_steps). A player takes part when the method gives it at least one term.
@@ -50,13 +50,15 @@ class Method:
         merged = {p: dict(self.terms.get(p, {})) for p in PLAYERS}
         for player, terms in (overrides or {}).items():
             if player not in PLAYERS:
-                raise ConfigError(f"unknown player in config key 'method.terms.{player}' (players: {', '.join(PLAYERS)})")
+                raise ConfigError(f"unknown player in config key 'method.terms.{player}' "
+                                  f"(players: {', '.join(PLAYERS)})")
             for term, weight in terms.items():
                 key = f"method.terms.{player}.{term}"
                 if term not in TERMS:
                     raise ConfigError(f"config key {key!r}: {TERMS.unknown_message(term)}")
                 if player not in TERMS.get(term).players:
-                    raise ConfigError(f"config key {key!r}: term {term!r} is for {' and '.join(TERMS.get(term).players)}, not {player}")
+                    raise ConfigError(f"config key {key!r}: term {term!r} is for "
+                                      f"{' and '.join(TERMS.get(term).players)}, not {player}")
                 merged[player][term] = weight
                 if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
                     raise ConfigError(f"config key {key!r} must be a finite weight >= 0 (got {weight!r}); the terms "
@@ -69,7 +71,8 @@ class Method:
         for name, value in (given or {}).items():
             if name not in self.args:
                 known = ", ".join(self.args) or "none"
-                raise ConfigError(f"unknown config key 'method.args.{name}' for method {self.name!r} (its settings: {known})")
+                raise ConfigError(f"unknown config key 'method.args.{name}' for method {self.name!r} "
+                                  f"(its settings: {known})")
             kind = type(self.args[name])
             accepted = (int, float) if kind is float else kind
             if isinstance(value, bool) != (kind is bool) or not isinstance(value, accepted):

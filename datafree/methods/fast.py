@@ -68,7 +68,8 @@ def fast_round(trainer, player) -> bool:
 
 register_method(Method(
     name="fast",
-    summary="meta-learned generator, a few steps per batch: adv_dkl 1.1 + bn_mmt 10 + oh 0.4; student KL(T=20) on the pool",
+    summary="meta-learned generator, a few steps per batch: adv_dkl 1.1 + bn_mmt 10 + oh 0.4; "
+            "student KL(T=20) on the pool",
     data="synthetic",
     terms={"generator": {"adv_dkl": 1.1, "bn_mmt": 10.0, "oh": 0.4}, "student": {"kl": 1.0}},
     defaults={"trainer.g_steps": 2, "trainer.s_steps": 20, "method.temperature": 20.0, "method.warmup": 20,

@@ -59,7 +59,8 @@ def synthesise(trainer: "Trainer", player: "Player", generate: Callable[[], torc
     view of each batch, as in the references (crop/shift and flip)."""
     trainer.set_trainable(player)  # (the student's last update froze the generator)
     weights = round_weights(trainer, player)
-    nets, captures, temperature = trainer.nets_for(player), trainer.captures[player.name], trainer.cfg.method.temperature
+    nets, captures, temperature = (trainer.nets_for(player), trainer.captures[player.name],
+                                   trainer.cfg.method.temperature)
     augment = trainer.synthetic.augment
     best_cost, best = math.inf, None
     for _ in range(player.repeats):

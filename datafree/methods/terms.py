@@ -58,7 +58,8 @@ TERMS: Registry[Term] = Registry("loss term")
 
 def term(name: str, players: tuple[str, ...], needs: tuple[str, ...] = ()):
     def add(fn: Callable[[Batch], torch.Tensor]) -> Callable[[Batch], torch.Tensor]:
-        TERMS.add(name, Term(fn, players, frozenset(needs), (fn.__doc__ or "").strip(), adversarial=name.startswith("adv_")))
+        TERMS.add(name, Term(fn, players, frozenset(needs), (fn.__doc__ or "").strip(),
+                             adversarial=name.startswith("adv_")))
         return fn
     return add
 
