@@ -148,8 +148,12 @@ def evaluate(model: str | Path | nn.Module, data: str | None = None, *, test_dat
         section.check("model")
         network = from_file(model, section, "model", None)
     spec = network.spec
-    if input_shape is not None:
-        spec = InputSpec(tuple(input_shape), spec.num_classes if spec else None, mean, std)
+    if input_shape is not None:  # mean/std not given: those the model records, if any
+        spec = InputSpec(tuple(input_shape), spec.num_classes if spec else None,
+                         mean if mean is not None else spec.mean if spec else None,
+                         std if std is not None else spec.std if spec else None)
+    elif mean is not None or std is not None:
+        raise ConfigError("mean and std describe your own inputs: give input_shape too")
     if test_data is not None:
         if data is not None:
             raise ConfigError("give either data (a registered data set) or test_data (your own), not both")
@@ -163,13 +167,17 @@ def evaluate(model: str | Path | nn.Module, data: str | None = None, *, test_dat
         if name is None or name == "custom":
             raise ConfigError("the model records no registered data set; pass one (data=, --data) or labelled "
                               "test data (test_data=, --test-data)")
-        dataset = load_dataset(name, data_root)
+        size = {}
+        if spec is not None and spec.is_image and spec.input_shape[1] == spec.input_shape[2]:
+            # as the model was trained: a data set resized or converted to 1 or 3 channels
+            size = {"image_size": spec.input_shape[1], "channels": spec.input_shape[0]}
+        dataset = load_dataset(name, data_root, **size)
         spec, split = dataset.info, dataset.test
     if split.y is None:
         raise ConfigError("the test data has no labels, so there is no accuracy to measure; pass (x, y)")
     net = network.module
     check_model_io(net, network.label(), spec.num_classes, spec.input_shape)
-    device = next(net.parameters()).device
+    device = next(net.parameters(), torch.empty(0)).device
     net.eval()
     correct = 0
     with torch.no_grad():
@@ -195,7 +203,7 @@ def make_config(config: Config | str | Path | None, overrides: dict[str, Any] | 
             raise ConfigError(f"the config given runs method {config.method.name!r}, not {method!r}, and holds that "
                               f"method's recipe values; pass the TOML file's path as config= (its recipe is then "
                               f"taken from {method!r}) or a Config loaded for {method!r}")
-        return from_dict(config.to_dict(), items)
+        return from_dict(config.to_dict(), items, given=config.given)
     return from_dict(read_toml(config) if config is not None else {}, items)
 
 
@@ -246,9 +254,9 @@ def run(command: str, cfg: Config, teacher_module: nn.Module | None = None, stud
     try:
         monitor = Monitor(trainer.run_dir if dist.is_main else None, cfg.trainer.steps, description,
                           console=dist.is_main and not quiet, start_step=trainer.step)
-        if folder is not None:
-            folder.record(write_text(folder.path / "config.toml", to_toml(cfg)), *monitor.files())
         try:
+            if folder is not None:
+                folder.record(write_text(folder.path / "config.toml", to_toml(cfg)), *monitor.files())
             trainer.fit(monitor)
             metrics = trainer.summary()
             saved = None

@@ -69,6 +69,9 @@ def assemble(cfg: Config, info: InputSpec, student: nn.Module, teacher: nn.Modul
     names = [p for p in PLAYERS if weights[p]]
     if "student" not in names:
         raise ConfigError(f"method {method.name!r} has no student term left; check method.terms.student")
+    if dist.enabled and method.fills_pool:  # said before the run directory is made
+        raise ConfigError(f"method {method.name!r} does not run under torchrun yet (its synthesis rounds and pool "
+                          f"are per process); run it in one process")
     device = pick_device(settings.device, dist)
     if settings.threads:
         torch.set_num_threads(settings.threads)

@@ -272,6 +272,9 @@ class Config:
         g = self.generator
         method = METHODS.get(self.method.name) if self.method.name in METHODS else None
         fills = method is not None and method.fills_pool
+        if fills and self.trainer.precision == "fp16":
+            raise ConfigError(f"method {self.method.name!r} does not run in fp16 yet (its synthesis rounds have no "
+                              f"gradient scaler): set trainer.precision = \"bf16\" or \"fp32\"")
         if fills and g.replay_size == 0:
             raise ConfigError(f"method {self.method.name!r} trains the student on its pool of synthesised samples: "
                               f"config key 'generator.replay_size' must be > 0")
@@ -330,12 +333,20 @@ def load(path: str | Path | None = None, overrides: list[str] | dict[str, Any] |
     return from_dict(raw, overrides)
 
 
-def from_dict(raw: dict[str, Any], overrides: list[str] | dict[str, Any] | None = None) -> Config:
+def from_dict(raw: dict[str, Any], overrides: list[str] | dict[str, Any] | None = None,
+              given: frozenset[str] | None = None) -> Config:
+    """`given`: the keys of `raw` set on purpose, when `raw` is a whole resolved config (else all of its keys)."""
     raw = copy.deepcopy(raw)
     items = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
     for key, value in items.items():
         set_dotted(raw, key, value)
-    given = frozenset(dotted_keys(raw))
+    if given is None:
+        given = frozenset(dotted_keys(raw))
+    else:  # an override of a table (method.terms.generator = {...}) counts key by key, as in a file
+        tree: dict[str, Any] = {}
+        for key, value in items.items():
+            set_dotted(tree, key, value)
+        given = given | frozenset(dotted_keys(tree))
     # Describing the inputs (or a model) another way replaces the default name, not a name you gave.
     for alternative, name in (("data.input_shape", "data.name"), ("student.factory", "student.name"),
                               ("teacher.factory", "teacher.name")):

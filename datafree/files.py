@@ -1,6 +1,8 @@
 """Writing files so that a crash, a full disk or a planted symbolic link can do no harm.
 
-Every file datafree writes goes through `atomic_write`: the content goes to a new temporary file
+Every run file datafree writes (configs, metrics, checkpoints, models, exports) goes through
+`atomic_write`; TensorBoard's event files, appended to as a run goes, are opened by TensorBoard in a
+run directory already checked to hold no links. In `atomic_write` the content goes to a new temporary file
 in the destination's own folder, created with a random name and `O_EXCL | O_NOFOLLOW` (so an
 existing file or link of any name is never opened), is flushed and fsynced, and is renamed over
 the destination. A rename replaces a symbolic link at the destination rather than writing
@@ -81,8 +83,3 @@ def sync_folder(folder: Path) -> None:
         pass  # some file systems cannot sync a folder; the rename itself has happened
     finally:
         os.close(fd)
-
-
-def is_unfinished_write(path: Path) -> bool:
-    """A temporary file that a killed process left half-written."""
-    return path.name.startswith(".") and path.name.endswith(".tmp")

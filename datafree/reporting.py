@@ -102,8 +102,12 @@ class Reporter:
         self.check_dead_student()
         self.monitor.scalars(t.step, values)
         figures = {"loss": f"{values.get('loss/student/total', float('nan')):.4f}"}
-        if t.last_eval:
+        if "student_accuracy" in t.last_eval:
             figures["acc"] = f"{t.last_eval['student_accuracy']:.2f}%"
+        else:  # no labelled test data: agreement with the teacher is the figure
+            agreement = t.last_eval.get("agreement", t.last_eval.get("heldout_agreement"))
+            if agreement is not None:
+                figures["agree"] = f"{agreement:.2f}%"
         self.monitor.progress(t.step, figures)
 
     @torch.no_grad()

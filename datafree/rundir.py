@@ -145,9 +145,14 @@ class RunDirectory:
         if not path.is_file():
             return None
         try:
-            return set(json.loads(path.read_text())["files"])
+            names = set(json.loads(path.read_text())["files"])
         except (ValueError, KeyError, TypeError, OSError):
             return None  # unreadable: treated as "not known to be ours"
+        # A prepared folder's manifest must not name files outside it (--overwrite deletes what it names).
+        if not all(isinstance(n, str) and n and not Path(n).is_absolute() and ".." not in Path(n).parts
+                   for n in names):
+            return None
+        return names
 
     def has_other_contents(self) -> bool:
         return any(e.name not in OWN for e in self.root.iterdir())

@@ -123,7 +123,8 @@ def save(trainer: "Trainer") -> Path | None:
         return None
     path = checkpoint.save_run(state, trainer.run_dir, trainer.step, trainer.cfg.trainer.keep_checkpoints)
     if trainer.on_checkpoint is not None:
-        trainer.on_checkpoint(path)
+        trainer.on_checkpoint(path)  # may move the run (an --overwrite run's first checkpoint replaces the old run)
+        path = checkpoint.run_checkpoint_path(trainer.run_dir, trainer.step)
     return path
 
 

@@ -16,7 +16,7 @@ import inspect
 import sys
 import warnings
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,6 @@ class Network:
     source: str  # the registered name, the file or the factory
     spec: InputSpec | None = None  # what a datafree checkpoint says about its inputs
     arch: dict[str, Any] | None = None  # how save_model records it so that load_model can rebuild it
-    metrics: dict[str, float] = field(default_factory=dict)  # a checkpoint's recorded figures
 
     @property
     def scripted(self) -> bool:
@@ -167,7 +166,7 @@ def from_file(path: str | Path, section: ModelConfig, role: str, spec: InputSpec
                                   f"the model: {factory_option(role)} package.module:function (in Python: load the "
                                   f"weights into your module and pass the module)") from None
         raise
-    return Network(ckpt.model, "checkpoint", str(path), spec=ckpt.info, arch=ckpt.arch, metrics=ckpt.metrics)
+    return Network(ckpt.model, "checkpoint", str(path), spec=ckpt.info, arch=ckpt.arch)
 
 
 def factory_option(role: str) -> str:

@@ -31,7 +31,7 @@ class InputSpec:
     def __post_init__(self) -> None:
         shape = tuple(int(d) for d in self.input_shape)
         object.__setattr__(self, "input_shape", shape)
-        if not shape or len(shape) > 3 or any(d <= 0 for d in shape):
+        if len(shape) not in (1, 3) or any(d <= 0 for d in shape):
             raise ConfigError(f"input shape {shape} must be (features,) or (channels, height, width) of positive sizes")
         if self.num_classes is not None and self.num_classes < 2:
             raise ConfigError(f"num_classes must be at least 2 (got {self.num_classes})")

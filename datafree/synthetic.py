@@ -31,6 +31,8 @@ class ReplayPool:
     def add(self, x: torch.Tensor) -> None:
         x = x.detach()
         if self.samples is None:
+            # fp16 unless the first batch already reaches 1e4 (raw feature vectors): chosen once, so a
+            # generator that later drifts beyond fp16's 65,504 would be stored as inf
             dtype = torch.float16 if float(x.abs().max()) < 1e4 else torch.float32
             sample_bytes = x[0].numel() * dtype.itemsize
             self.capacity = max(1, min(self.max_samples, int(self.max_bytes // sample_bytes)))
@@ -49,10 +51,6 @@ class ReplayPool:
     def sample(self, n: int) -> torch.Tensor:
         idx = torch.randint(0, len(self), (n,), device=self.samples.device)
         return self.samples[idx].float()
-
-    @property
-    def nbytes(self) -> int:
-        return 0 if self.samples is None else self.samples.numel() * self.samples.element_size()
 
     def state_dict(self) -> dict:
         # clone(): a slice would carry the whole buffer's storage into the checkpoint

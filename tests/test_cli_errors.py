@@ -7,6 +7,7 @@ Most cases call `datafree.cli.main` in-process (it returns the exit status); two
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -297,6 +298,18 @@ def test_overwrite_refuses_a_folder_datafree_did_not_write(digits_teacher, workd
     refused(capsys, distill(digits_teacher, "--overwrite"), "--overwrite replaces only what a datafree run recorded "
                                                             "writing, and run has no record")
     assert snapshot(workdir) == before
+
+
+def test_overwrite_refuses_a_manifest_naming_files_outside_the_run(digits_teacher, workdir, capsys):
+    """A prepared folder's manifest is not trusted to name what --overwrite deletes outside it."""
+    run = make_old_run(workdir, digits_teacher)
+    (workdir / "precious.txt").write_text("outside the run\n")
+    manifest = run / ".datafree-manifest.json"
+    record = json.loads(manifest.read_text())
+    record["files"].append("../precious.txt")
+    manifest.write_text(json.dumps(record))
+    refused(capsys, distill(digits_teacher, "--overwrite"), "has no record")
+    assert (workdir / "precious.txt").read_text() == "outside the run\n"
 
 
 def test_train_teacher_refuses_to_replace_an_existing_out_file(workdir, capsys):

@@ -114,3 +114,32 @@ def test_a_whole_fit_runs_and_evaluates(digits_teacher):
     trainer = make_trainer(digits_teacher, "nayer", **{"trainer.steps": 4})
     metrics = trainer.fit(Monitor(None, 4, "", console=False))
     assert 0 <= metrics["student_accuracy"] <= 100 and len(trainer.evaluations) == 1
+
+
+def test_fast_and_nayer_run_on_a_feature_vector_teacher_without_batchnorm():
+    """No `bn`/`bn_mmt` to match (the terms are dropped) and an `mlp` generator without a DCGAN
+    `project` layer: Fast's reset of the generator's first layer at 60% of the run still works."""
+    import datafree
+
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Linear(12, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3)).eval()
+    for method in ("fast", "nayer"):
+        result = datafree.distill(teacher, torch.nn.Sequential(torch.nn.Linear(12, 3)), method, input_shape=(12,),
+                                  steps=5, quiet=True, overrides={**ROUNDS, "student.args": {}, "method.warmup": 1,
+                                                                  "trainer.eval_every": 0, "trainer.log_every": 5})
+        assert result.metrics["student_steps"] == 4 * 3, method  # warm-up iteration: no student update
+
+
+def test_cmi_keeps_the_last_rows_when_its_bank_is_smaller_than_a_batch(digits_teacher):
+    trainer = make_trainer(digits_teacher, "cmi", **{"method.args": {"bank_size": 8, "bank_mb": 1.0}})
+    for _ in range(2):
+        trainer.train_step()
+    assert int(trainer.player("generator").terms["cr"].stored) == 2 * 8
+
+
+@pytest.mark.parametrize("setting, value", [("g_life", 0), ("rounds", -1), ("g_life", 1.5)])
+def test_method_settings_out_of_range_are_config_errors(setting, value):
+    from datafree.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"method.args.{setting}"):
+        load(overrides={"method.name": "nayer", f"method.args.{setting}": value})

@@ -69,8 +69,9 @@ def test_a_plain_pytorch_teacher_distils_with_labelled_test_data(task, tmp_path,
 def test_no_test_data_is_a_normal_run_reporting_held_out_agreement(task, tmp_path):
     teacher, _, _ = task
     result = datafree.distill(teacher, mlp_student(), input_shape=(20,), steps=30, run_dir=tmp_path / "run",
-                              overrides=QUIET)
+                              overrides={**QUIET, "trainer.eval_every": 10})  # logs after evaluations too
     m = result.metrics
+    assert len(result.evaluations) == 3 and all("heldout_agreement" in e for e in result.evaluations)
     assert "student_accuracy" not in m and m["heldout_samples"] == 1024
     assert 0 <= m["heldout_agreement"] <= 100 and m["heldout_kl"] >= 0
     assert (tmp_path / "run" / "student.pt").is_file()
@@ -253,3 +254,22 @@ def test_a_cnn_teacher_no_data_set_fits_distils_from_the_cli_and_resumes_in_a_fr
     assert resumed.returncode == 0, resumed.stderr
     half = checkpoint.load_model(workdir / "half/student.pt").model.state_dict()
     assert all(torch.equal(whole[k], half[k]) for k in whole)
+
+
+def test_a_loaded_config_takes_your_own_inputs_and_automatic_choices(task, tmp_path):
+    """A Config object keeps track of what was set on purpose: the recipe's image generator and
+    augmentation give way to feature vectors, and input_shape replaces the default data set."""
+    from datafree.config import load
+
+    teacher, x, y = task
+    result = datafree.distill(teacher, mlp_student(), config=load(overrides={"method.name": "ours"}),
+                              input_shape=(20,), test_data=(x, y), steps=5, run_dir=tmp_path / "run", quiet=True,
+                              overrides=QUIET)
+    assert result.metrics["student_steps"] == 25
+
+
+def test_evaluate_reads_a_registered_data_set_as_the_model_was_trained_on_it(tmp_path):
+    result = datafree.train_teacher("digits_cnn_half", "digits", steps=3, run_dir=tmp_path / "run", quiet=True,
+                                    overrides={**QUIET, "data.image_size": 16, "data.channels": 3})
+    figures = datafree.evaluate(result.checkpoint)
+    assert figures["samples"] == 450 and 0 <= figures["accuracy"] <= 100

@@ -108,8 +108,8 @@ def ensure_teacher(teacher: TeacherSpec, out: Path, old: dict[str, Any] | None, 
                 "trained_by_bench": False, **published_fields(teacher.config)}
     run_dir = out / "runs" / "teachers" / slug(teacher.name)
     say(f"  teacher {teacher.name}: training ({teacher.config.trainer.steps:,} steps) -> {path}")
-    # The run's saved config is the one train-teacher trains with (the teacher in the student's seat).
-    state = reusable_state(run_dir, fingerprint(api.as_student_run(teacher.config).to_dict(), ""))
+    # The run notes the config train-teacher was asked to run, before it puts the teacher in the student's seat.
+    state = reusable_state(run_dir, fingerprint(teacher.config.to_dict(), ""))
     if state is not None:
         result = api.resume(run_dir, quiet=quiet)
     else:
@@ -155,7 +155,7 @@ def evaluation_curve(evaluations: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def with_run_dir(cfg: Config, run_dir: Path) -> Config:
     """The config with its run directory set; what an earlier attempt left there is replaced."""
-    return from_dict(cfg.to_dict(), {"run.dir": str(run_dir), "run.overwrite": True})
+    return from_dict(cfg.to_dict(), {"run.dir": str(run_dir), "run.overwrite": True}, given=cfg.given)
 
 
 def reusable_state(run_dir: Path, fp: str) -> dict[str, Any] | None:

@@ -38,6 +38,8 @@ class Method:
     # A term the teacher cannot serve (e.g. `bn` without BatchNorm) replaced by others: {"bn": {"act": 0.1}}
     fallbacks: dict[str, dict[str, float]] = field(default_factory=dict)
     args: dict[str, Any] = field(default_factory=dict)  # the method's own settings (method.args) and defaults
+    # Allowed range [low, high) of a numeric setting; one not listed must be > 0.
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def players(self) -> list[str]:
         return [p for p in PLAYERS if self.terms.get(p)]
@@ -78,6 +80,12 @@ class Method:
             if isinstance(value, bool) != (kind is bool) or not isinstance(value, accepted):
                 raise ConfigError(f"config key 'method.args.{name}' must be a {kind.__name__} (got {value!r})")
             merged[name] = kind(value)
+            if kind in (int, float):
+                low, high = self.ranges.get(name, (0, math.inf))
+                inside = low <= value < high and (name in self.ranges or value > 0) and math.isfinite(value)
+                if not inside:
+                    wanted = f"in [{low:g}, {high:g})" if name in self.ranges else "> 0"
+                    raise ConfigError(f"config key 'method.args.{name}' must be {wanted} (got {value!r})")
         return merged
 
 

@@ -7,7 +7,9 @@ term (`contrastive.py`: InfoNCE over the teacher's instance statistics against a
 past rounds) that keeps new samples unlike old ones. The round's best batch joins the data pool
 and its features the bank; the student distils on the whole pool (KL at T = 20).
 
-Deviations: the contrastive head shares the generator's optimizer (see contrastive.py); rounds
+Deviations: the decision-adversarial term (`adv_dkl`) is computed at method.temperature (20,
+the student's KL temperature) where the reference computes it at T = 1 (not re-tuned here).
+The contrastive head shares the generator's optimizer (see contrastive.py); rounds
 run `g_steps` = 200 in the CIFAR configs but fewer on digits (CPU budget), with `s_steps` student
 updates after each; the pool is a ring buffer (generator.replay_size / replay_mb) where the
 reference keeps every round; the bank holds method.args.bank_size entries (reference 40,960);
@@ -15,7 +17,6 @@ under torchrun it is refused.
 """
 import torch
 
-from datafree.errors import ConfigError
 from datafree.methods import (
     Method,
     contrastive,  # noqa: F401  (registers the cr term)
@@ -32,8 +33,6 @@ from datafree.methods.inversion import (
 
 
 def cmi_round(trainer, player) -> bool:
-    if trainer.dist.enabled:
-        raise ConfigError("method 'cmi' does not run under torchrun yet; run it in one process")
     generator = trainer.generator
     reinitialise(generator)
     forget_optimizer_state(player.optimizer, list(generator.parameters()))  # CMI's fresh Adam for every round

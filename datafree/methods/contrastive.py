@@ -77,8 +77,8 @@ class ContrastiveTerm(nn.Module):
         """Add the round's best features to the bank (a ring buffer)."""
         if self.best is None:
             return
-        n = len(self.best)
-        slots = (int(self.stored) + torch.arange(n, device=self.bank.device)) % len(self.bank)
-        self.bank[slots] = self.best[: len(self.bank)].to(self.bank.dtype)
-        self.stored += n
+        kept = self.best[-len(self.bank):]  # a bank smaller than a batch keeps the batch's last rows
+        slots = (int(self.stored) + torch.arange(len(kept), device=self.bank.device)) % len(self.bank)
+        self.bank[slots] = kept.to(self.bank.dtype)
+        self.stored += len(kept)
         self.best = None

@@ -10,7 +10,9 @@ with momentum 0.9 across rounds (`bn_mmt`), the generator's first layer is re-in
 60% of the run after warm-up (`reset_l0`), the round's best batch joins the pool, and the student
 distils on the whole pool (KL at T = 20). The first `method.warmup` rounds synthesise only.
 
-Deviations: one round per iteration with `s_steps` student updates after it (the reference: one
+Deviations: the decision-adversarial term (`adv_dkl`) is computed at method.temperature (20,
+the student's KL temperature) where the reference computes it at T = 1 (not re-tuned here).
+One round per iteration with `s_steps` student updates after it (the reference: one
 round per epoch of 400 student steps; the digits configs use fewer student steps per round and
 more rounds, so that the pool grows at a CPU budget); the pool is a ring buffer of at most
 generator.replay_size samples / replay_mb megabytes (the reference keeps every round on disk);
@@ -21,7 +23,6 @@ import copy
 
 import torch
 
-from datafree.errors import ConfigError
 from datafree.methods import (
     Method,
     bn_momentum,  # noqa: F401  (registers the bn_mmt term)
@@ -37,15 +38,15 @@ from datafree.methods.inversion import (
 
 
 def fast_round(trainer, player) -> bool:
-    if trainer.dist.enabled:
-        raise ConfigError("method 'fast' does not run under torchrun yet; run it in one process")
     settings = trainer.method.settings(trainer.cfg.method.args)
     meta = trainer.generator
     warmup, steps = trainer.cfg.method.warmup, trainer.cfg.trainer.steps
     if settings["reset_l0"] and trainer.step == warmup + int(0.6 * (steps - warmup)):
-        torch.nn.init.normal_(meta.project.weight, 0.0, 0.02)  # the reference's reset_l0 (its first layer)
-        torch.nn.init.zeros_(meta.project.bias)
-        forget_optimizer_state(player.optimizer, list(meta.project.parameters()))
+        first = next(m for m in meta.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)))
+        torch.nn.init.normal_(first.weight, 0.0, 0.02)  # the reference's reset_l0 (the generator's first layer)
+        if first.bias is not None:
+            torch.nn.init.zeros_(first.bias)
+        forget_optimizer_state(player.optimizer, list(first.parameters()))
     trainer.set_trainable(player)  # the copy must be trainable: the student's last update froze the generator
     fast = copy.deepcopy(meta)
     z = latent_codes(trainer, meta.nz)
@@ -61,7 +62,8 @@ def fast_round(trainer, player) -> bool:
     best = synthesise(trainer, player, lambda: fast(z), random_targets(trainer), [inner],
                       after_backward=accumulate_meta_gradient)
     player.optimizer.step()
-    player.terms["bn_mmt"].end_round()
+    if "bn_mmt" in player.terms:  # absent when the teacher has no BatchNorm (or its weight is 0)
+        player.terms["bn_mmt"].end_round()
     trainer.pool.add(best)
     return True
 
@@ -78,6 +80,7 @@ register_method(Method(
               "generator.optim": {"name": "adam", "lr": 0.01, "betas": [0.5, 0.999], "weight_decay": 0.0,
                                   "schedule": "constant"}},
     args={"inner_lr": 5e-3, "lr_z": 0.015, "bn_momentum": 0.9, "reset_l0": True},
+    ranges={"bn_momentum": (0.0, 1.0)},
     turns={"generator": fast_round, "student": pool_student_turn},
     fills_pool=True,
     reference="Fang et al. AAAI 2022; zju-vipa/Fast-Datafree",

@@ -79,7 +79,10 @@ def synthesise(trainer: "Trainer", player: "Player", generate: Callable[[], torc
                 on_best()
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        total.backward()  # no GradScaler: these methods refuse fp16 (config check), bf16 and fp32 need none
+        if player.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for o in optimizers for g in o.param_groups for p in g["params"]],
+                                           player.optim.grad_clip)
         if after_backward is not None:
             after_backward()
         for optimizer in optimizers:

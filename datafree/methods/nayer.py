@@ -9,18 +9,20 @@ on oh 0.5 + bn 10 + adv_dkl 1.33 (no adversarial term in warm-up), keep the best
 pool. The whole generator is re-created every `g_life` iterations (epochs in the reference); the
 student distils on the pool (KL at T = 20).
 
-Deviations: class embeddings are fixed random vectors, not text embeddings of class names (see
+Deviations: the decision-adversarial term (`adv_dkl`) is computed at method.temperature (20,
+the student's KL temperature) where the reference computes it at T = 1 (not re-tuned here).
+Class embeddings are fixed random vectors, not text embeddings of class names (see
 generators/nayer.py); the pool is a ring buffer (generator.replay_size / replay_mb); iterations
 stand for the reference's epochs, with `s_steps` student updates each; under torchrun it is refused.
 """
+import math
+
 from datafree.errors import ConfigError
 from datafree.methods import Method, register_method
 from datafree.methods.inversion import balanced_targets, in_warmup, pool_student_turn, synthesise
 
 
 def nayer_rounds(trainer, player) -> bool:
-    if trainer.dist.enabled:
-        raise ConfigError("method 'nayer' does not run under torchrun yet; run it in one process")
     settings = trainer.method.settings(trainer.cfg.method.args)
     generator = trainer.generator
     if not hasattr(generator, "reset_noise"):
@@ -28,7 +30,9 @@ def nayer_rounds(trainer, player) -> bool:
                           "set generator.name = \"nayer\"")
     step, life = trainer.step, settings["g_life"]
     if step > 0 and (step % life == 0 or (step - trainer.cfg.method.warmup) % life == 0):
-        generator.reinitialise()  # a new generator every g_life iterations
+        # The reference's rule: a new generator at multiples of g_life and at multiples of g_life after the
+        # warm-up (twice per g_life when the warm-up is not a multiple of it, as in its scripts).
+        generator.reinitialise()
     for _ in range(settings["warmup_rounds"] if in_warmup(trainer) else settings["rounds"]):
         generator.reset_noise()
         player.optimizer.state.clear()  # a fresh Adam for every round
@@ -48,6 +52,7 @@ register_method(Method(
               "generator.optim": {"name": "adam", "lr": 4e-3, "betas": [0.5, 0.999], "weight_decay": 0.0,
                                   "schedule": "constant"}},
     args={"rounds": 2, "warmup_rounds": 10, "g_life": 10},
+    ranges={"warmup_rounds": (0, math.inf)},
     turns={"generator": nayer_rounds, "student": pool_student_turn},
     fills_pool=True,
     reference="Tran et al. CVPR 2024; tmtuan1307/NAYER",
