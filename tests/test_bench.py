@@ -35,8 +35,12 @@ overrides = {{ "trainer.steps" = 3, "trainer.batch_size" = 32, "trainer.log_ever
 
 [teachers.small]
 config = "{DIGITS / 'teacher.toml'}"
-overrides = {{ "teacher.checkpoint" = "{folder / 'teacher.pt'}", "teacher.args" = {{ width = 8 }}, \
-"trainer.steps" = 40, "trainer.batch_size" = 64 }}
+
+[teachers.small.overrides]
+"teacher.checkpoint" = "{folder / 'teacher.pt'}"
+"teacher.args" = {{ width = 8 }}
+"trainer.steps" = 40
+"trainer.batch_size" = 64
 
 [[pairs]]
 name = "small → half"
@@ -73,6 +77,7 @@ class Calls:
         monkeypatch.setattr(api, "resume", counted_resume)
 
 
+@pytest.mark.slow
 def test_mini_suite_writes_results_table_plot_and_resumes_without_rerunning(tmp_path, monkeypatch):
     suite, out = write_suite(tmp_path), tmp_path / "results"
     calls = Calls(monkeypatch)
@@ -117,6 +122,7 @@ def test_mini_suite_writes_results_table_plot_and_resumes_without_rerunning(tmp_
     assert json.loads((out / "results.json").read_text())["runs"] == json.loads(before)["runs"]
 
 
+@pytest.mark.slow
 def test_a_changed_config_reruns_only_its_runs_and_logging_changes_rerun_nothing(tmp_path, monkeypatch):
     out = tmp_path / "results"
     bench.run_suite(write_suite(tmp_path), out=out, quiet=True)
@@ -144,6 +150,7 @@ def test_a_recipe_edited_in_its_method_file_changes_the_fingerprint(monkeypatch)
     assert bench.fingerprint(config, "digest") != before
 
 
+@pytest.mark.slow
 def test_a_run_stopped_half_way_continues_from_its_checkpoint(tmp_path, monkeypatch):
     suite = write_suite(tmp_path, ours_steps=4, extra='"trainer.checkpoint_every" = 2\n')
     out = tmp_path / "results"

@@ -63,6 +63,7 @@ def test_plain_datafree_runs_the_demo(monkeypatch):
     assert main([]) == 0 and called == {"demo": True}
 
 
+@pytest.mark.slow
 def test_the_console_script_and_python_m_work():
     for command in (["datafree", "list", "methods"], [sys.executable, "-m", "datafree", "list", "methods"]):
         done = subprocess.run(command, capture_output=True, text=True, timeout=120)

@@ -366,6 +366,7 @@ def test_debug_raises_instead_of_one_line(workdir, debug_first):
         cli.main(["--debug", *argv] if debug_first else [*argv, "--debug"])
 
 
+@pytest.mark.slow
 def test_the_real_process_exits_2_with_one_line_and_shows_the_traceback_with_debug(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "datafree", "distill", "--teacher", "missing.pt", "--quiet"]

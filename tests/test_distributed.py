@@ -22,6 +22,8 @@ from datafree import api, cli
 from datafree.config import load
 from datafree.errors import ConfigError
 
+pytestmark = pytest.mark.slow  # every test here starts real processes
+
 WORKER = Path(__file__).with_name("ddp_worker.py")
 SETTINGS = ["--steps", "4", "--device", "cpu", "--quiet",
             "--set", "trainer.batch_size=32", "--set", "trainer.log_every=2", "--set", "trainer.checkpoint_every=2",

@@ -162,6 +162,7 @@ SMOKE = [p for p in CIFAR_DISTILL if p.parts[-3] == "cifar10"] + \
         [EXPERIMENTS / "configs" / "cifar100" / f"{r}.toml" for r in CIFAR100_RUNS]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", SMOKE, ids=name)
 def test_cifar_distill_configs_run_a_few_steps(path, tiny_cifar, teacher_modules):
     root, datasets, _ = tiny_cifar
@@ -177,6 +178,7 @@ def test_cifar_distill_configs_run_a_few_steps(path, tiny_cifar, teacher_modules
     assert (summary["synthetic_samples"] > 0) == (METHODS.get(cfg.method.name).data == "synthetic")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", [p for p in TEACHER_CONFIGS if p.parent.name.startswith("cifar")], ids=name)
 def test_cifar_teacher_configs_run_a_few_steps(path, tiny_cifar):
     root, datasets, _ = tiny_cifar
@@ -188,6 +190,7 @@ def test_cifar_teacher_configs_run_a_few_steps(path, tiny_cifar):
     assert trainer.summary()["real_samples"] == 2 * 2
 
 
+@pytest.mark.slow
 def test_a_cifar_config_runs_end_to_end_through_the_api(tiny_cifar, tmp_path):
     """The config's own teacher.checkpoint path, read relative to the working directory as documented."""
     root, _, teachers = tiny_cifar

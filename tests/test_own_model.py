@@ -224,6 +224,7 @@ def test_cli_refuses_a_bare_state_dict_without_its_factory(workdir, capsys):
     assert "holds weights without their architecture" in err and "--teacher-factory package.module:function" in err
 
 
+@pytest.mark.slow
 def test_a_cnn_teacher_no_data_set_fits_distils_from_the_cli_and_resumes_in_a_fresh_process(workdir):
     """A 3x32x32 CNN with 7 classes (no registered data set has that), a test .npz, and a run that
     is resumed by a new process from its middle checkpoint to the same weights."""

@@ -136,6 +136,7 @@ def interrupt(proc: subprocess.Popen, run_dir: Path, signum: int, min_step: int,
 
 # Each run is interrupted twice, in both orders across the two methods, so that a run which was
 # itself resumed is resumed again: SIGKILL then SIGTERM (ours), SIGINT then SIGKILL (kd).
+@pytest.mark.slow
 @pytest.mark.parametrize("method, first, second", [("ours", signal.SIGKILL, signal.SIGTERM),
                                                    ("kd", signal.SIGINT, signal.SIGKILL)])
 def test_killed_or_stopped_runs_resume_to_bit_identical_weights(method, first, second, references, digits_teacher,
@@ -150,6 +151,7 @@ def test_killed_or_stopped_runs_resume_to_bit_identical_weights(method, first, s
     assert_bit_identical(student_weights(run_dir), references.weights(method))
 
 
+@pytest.mark.slow  # builds reference runs (the module's `references` fixture)
 def test_resuming_a_finished_run_changes_nothing_and_says_so(references, capsys):
     references.weights("kd")
     run_dir = references.root / "kd"
@@ -161,6 +163,7 @@ def test_resuming_a_finished_run_changes_nothing_and_says_so(references, capsys)
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.slow  # builds reference runs (the module's `references` fixture)
 def test_a_run_stopped_between_its_last_checkpoint_and_its_model_file_finishes_on_resume(references, tmp_path, capsys):
     """Killed after the final checkpoint but before student.pt / metrics.json were written."""
     reference = references.weights("kd")
@@ -178,6 +181,7 @@ def test_a_run_stopped_between_its_last_checkpoint_and_its_model_file_finishes_o
     assert (run_dir / "metrics.json").is_file()
 
 
+@pytest.mark.slow  # builds reference runs (the module's `references` fixture)
 @pytest.mark.parametrize("damage", ["missing keys", "wrong optimizer shapes", "another architecture"])
 def test_a_run_checkpoint_that_does_not_fit_the_run_is_refused_in_one_line(references, tmp_path, capsys, damage):
     references.weights("kd")
@@ -200,6 +204,7 @@ def test_a_run_checkpoint_that_does_not_fit_the_run_is_refused_in_one_line(refer
     assert not (run_dir / "student.pt").exists()
 
 
+@pytest.mark.slow  # builds reference runs (the module's `references` fixture)
 def test_resume_refuses_a_teacher_file_that_changed(references, digits_teacher, tmp_path, capsys):
     references.weights("kd")
     run_dir = tmp_path / "run"
@@ -226,6 +231,7 @@ def test_resume_refuses_a_teacher_file_that_changed(references, digits_teacher, 
     (["--seed", "4"], "--seed"),
     (["--method", "dfad"], "--method"),
 ])
+@pytest.mark.slow  # builds reference runs (the module's `references` fixture)
 def test_resume_refuses_options_that_would_change_the_run(references, capsys, extra, named):
     references.weights("kd")
     run_dir = references.root / "kd"
