@@ -143,3 +143,20 @@ def test_method_settings_out_of_range_are_config_errors(setting, value):
 
     with pytest.raises(ConfigError, match=f"method.args.{setting}"):
         load(overrides={"method.name": "nayer", f"method.args.{setting}": value})
+
+
+@pytest.mark.parametrize("method", ["fast", "nayer"])
+def test_the_generator_still_learns_after_the_student_has_trained(digits_teacher, method):
+    """A student update freezes the generator's parameters; each synthesis round must unfreeze them."""
+    trainer = make_trainer(digits_teacher, method, **{"method.args": {"g_life": 100}} if method == "nayer" else {})
+    for _ in range(3):  # warm-up (2 iterations), then one with student updates
+        trainer.train_step()
+    assert trainer.counters["student_steps"] > 0
+
+    def learned() -> dict:  # parameters only (BatchNorm statistics move without learning); not NAYER's
+        return {k: v.detach().clone() for k, v in trainer.generator.named_parameters()  # re-drawn noisy layer
+                if not k.startswith("noisy")}
+
+    before = learned()
+    trainer.train_step()
+    assert not equal(before, learned())
