@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from datafree.config import Config, from_dict
+from datafree.config import Config, with_choices
 from datafree.errors import ConfigError
 from datafree.methods import METHODS
 from datafree.methods.terms import TERMS
@@ -74,6 +74,4 @@ def adapt(cfg: Config, spec: InputSpec, teacher: Network | None) -> tuple[Config
                     said.append(f"'{substitute}' ({weight:g}) in its place")
     if not changes:
         return cfg, None
-    adapted = from_dict(cfg.to_dict(), changes)
-    adapted.given = cfg.given
-    return adapted, f"method {cfg.method.name!r} on {spec.describe()}: " + "; ".join(said)
+    return with_choices(cfg, changes), f"method {cfg.method.name!r} on {spec.describe()}: " + "; ".join(said)

@@ -19,7 +19,7 @@ from torch import nn
 
 from datafree import checkpoint
 from datafree.adapt import adapt
-from datafree.config import Config, ModelConfig, from_dict, parse_overrides, read_toml, to_toml
+from datafree.config import Config, ModelConfig, from_dict, parse_overrides, read_toml, to_toml, with_choices
 from datafree.data import Dataset, eval_batches, load_dataset
 from datafree.distributed import Dist, barrier, broadcast_object, init_from_env
 from datafree.errors import CheckpointError, ConfigError
@@ -323,11 +323,8 @@ def numbers(record: dict[str, Any]) -> dict[str, float]:
 
 def as_student_run(cfg: Config) -> Config:
     """train-teacher trains the teacher architecture in the student's seat of the trainer."""
-    raw = cfg.to_dict()
-    raw["student"] = {k: v for k, v in raw["teacher"].items() if k != "checkpoint"}
-    adapted = from_dict(raw)
-    adapted.given = cfg.given
-    return adapted
+    seat = {f"student.{k}": v for k, v in cfg.to_dict()["teacher"].items()} | {"student.checkpoint": ""}
+    return with_choices(cfg, seat)
 
 
 def load_teacher(cfg: Config, module: nn.Module | None, resume_state: dict[str, Any] | None,
@@ -377,9 +374,7 @@ def with_provenance(cfg: Config, teacher: Network | None, student: Network) -> C
         changes["student.name"] = ""
     if not changes:
         return cfg
-    adapted = from_dict(cfg.to_dict(), changes)
-    adapted.given = cfg.given
-    return adapted
+    return with_choices(cfg, changes)
 
 
 def final_model_path(command: str, cfg: Config, run_dir: Path) -> Path:

@@ -361,6 +361,14 @@ def from_dict(raw: dict[str, Any], overrides: list[str] | dict[str, Any] | None 
     return config
 
 
+def with_choices(cfg: Config, changes: dict[str, Any]) -> Config:
+    """`cfg` with values datafree chose for it (an adapted recipe, the teacher's inputs): what
+    counts as set on purpose stays what the user set."""
+    adapted = from_dict(cfg.to_dict(), changes)
+    adapted.given = cfg.given
+    return adapted
+
+
 def dotted_keys(raw: dict[str, Any], prefix: str = "") -> list[str]:
     """Every leaf key of a nested table, dotted (a table of term weights counts key by key)."""
     keys = []

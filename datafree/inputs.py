@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from datafree.config import Config, from_dict
+from datafree.config import Config, with_choices
 from datafree.data import DATASETS, Dataset, load_dataset
 from datafree.errors import ConfigError
 from datafree.models import dry_forward
@@ -37,9 +37,7 @@ def with_inputs_of(cfg: Config, teacher: Network | None) -> Config:
         changes = {"data.name": "", "data.input_shape": list(spec.input_shape),
                    "data.num_classes": spec.num_classes or 0, "data.mean": list(spec.mean or ()),
                    "data.std": list(spec.std or ())}
-    adapted = from_dict(cfg.to_dict(), changes)
-    adapted.given = cfg.given
-    return adapted
+    return with_choices(cfg, changes)
 
 
 def classes_of(teacher: Network, spec: InputSpec) -> int:

@@ -23,6 +23,7 @@ from datafree.methods import (
     register_method,
 )
 from datafree.methods.inversion import (
+    POOL_DEFAULTS,
     forget_optimizer_state,
     latent_codes,
     pool_student_turn,
@@ -53,8 +54,7 @@ register_method(Method(
             "student KL(T=20) on the pool",
     data="synthetic",
     terms={"generator": {"adv_dkl": 0.5, "bn": 1.0, "oh": 1.0, "cr": 0.8}, "student": {"kl": 1.0}},
-    defaults={"trainer.g_steps": 200, "trainer.s_steps": 400, "method.temperature": 20.0,
-              "generator.replay_size": 131072, "generator.augment": ["shift"],
+    defaults={**POOL_DEFAULTS, "trainer.g_steps": 200, "trainer.s_steps": 400,
               "generator.optim": {"name": "adam", "lr": 1e-3, "betas": [0.5, 0.999], "weight_decay": 0.0,
                                   "schedule": "constant"}},
     args={"cr_temperature": 0.2, "negatives": 4096, "head_dim": 256, "bank_size": 40960, "bank_mb": 256.0},

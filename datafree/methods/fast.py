@@ -29,6 +29,7 @@ from datafree.methods import (
     register_method,
 )
 from datafree.methods.inversion import (
+    POOL_DEFAULTS,
     forget_optimizer_state,
     latent_codes,
     pool_student_turn,
@@ -74,8 +75,7 @@ register_method(Method(
             "student KL(T=20) on the pool",
     data="synthetic",
     terms={"generator": {"adv_dkl": 1.1, "bn_mmt": 10.0, "oh": 0.4}, "student": {"kl": 1.0}},
-    defaults={"trainer.g_steps": 2, "trainer.s_steps": 20, "method.temperature": 20.0, "method.warmup": 20,
-              "generator.replay_size": 131072, "generator.augment": ["shift"],
+    defaults={**POOL_DEFAULTS, "trainer.g_steps": 2, "trainer.s_steps": 20, "method.warmup": 20,
               # meta learning rate = inner 5e-3 × g_steps (2), constant, as the reference
               "generator.optim": {"name": "adam", "lr": 0.01, "betas": [0.5, 0.999], "weight_decay": 0.0,
                                   "schedule": "constant"}},

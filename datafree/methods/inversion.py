@@ -27,6 +27,11 @@ if TYPE_CHECKING:
     from datafree.trainer import Trainer
 
 
+# What CMI, Fast and NAYER share: the student distils at T = 20 on a long pool of the rounds' best
+# batches, augmented with shifts.
+POOL_DEFAULTS = {"method.temperature": 20.0, "generator.replay_size": 131072, "generator.augment": ["shift"]}
+
+
 def in_warmup(trainer: "Trainer") -> bool:
     return trainer.step < trainer.cfg.method.warmup
 

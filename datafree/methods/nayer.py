@@ -19,7 +19,7 @@ import math
 
 from datafree.errors import ConfigError
 from datafree.methods import Method, register_method
-from datafree.methods.inversion import balanced_targets, in_warmup, pool_student_turn, synthesise
+from datafree.methods.inversion import POOL_DEFAULTS, balanced_targets, in_warmup, pool_student_turn, synthesise
 
 
 def nayer_rounds(trainer, player) -> bool:
@@ -47,8 +47,8 @@ register_method(Method(
             "student KL(T=20) on the pool",
     data="synthetic",
     terms={"generator": {"oh": 0.5, "bn": 10.0, "adv_dkl": 1.33}, "student": {"kl": 1.0}},
-    defaults={"trainer.g_steps": 40, "trainer.s_steps": 400, "method.temperature": 20.0, "method.warmup": 20,
-              "generator.name": "nayer", "generator.replay_size": 131072, "generator.augment": ["shift"],
+    defaults={**POOL_DEFAULTS, "trainer.g_steps": 40, "trainer.s_steps": 400, "method.warmup": 20,
+              "generator.name": "nayer",
               "generator.optim": {"name": "adam", "lr": 4e-3, "betas": [0.5, 0.999], "weight_decay": 0.0,
                                   "schedule": "constant"}},
     args={"rounds": 2, "warmup_rounds": 10, "g_life": 10},
