@@ -83,6 +83,7 @@ class MethodSummary:
     real_samples: float
     params: int | None
     published: str
+    peak_memory_mb: float | None  # the largest over seeds; None for runs recorded before it was measured
     curves: list[list[tuple[float, float]]] = field(default_factory=list)  # of finished runs with evaluations
 
 
@@ -95,13 +96,14 @@ def summarize_pair(pair: PairSpec, results: dict[str, Any]) -> list[MethodSummar
             continue
         agreements = [r["agreement"] for r in done if r.get("agreement") is not None]
         accuracies = [r["accuracy"] for r in done]
+        peaks = [r["peak_memory_mb"] for r in done if r.get("peak_memory_mb") is not None]
         rows.append(MethodSummary(
             method=method, data=records[0]["data"], n=len(done), failed=len(records) - len(done),
             accuracy=summarize(accuracies), accuracies=accuracies,
             agreement=statistics.fmean(agreements) if agreements else None, seconds=mean_of(done, "seconds"),
             student_steps=mean_of(done, "student_steps"), synthetic_samples=mean_of(done, "synthetic_samples"),
             real_samples=mean_of(done, "real_samples"), params=done[0]["params"] if done else None,
-            published=published_text(records[-1]),
+            published=published_text(records[-1]), peak_memory_mb=max(peaks) if peaks else None,
             curves=[c for c in (accuracy_curve(r) for r in done) if c]))
     return rows
 
@@ -182,10 +184,11 @@ def results_markdown(spec: Suite, results: dict[str, Any]) -> str:
                          "Runs evaluate every trainer.eval_every steps, so both are as fine as that.")
     explained.append(
         "Wall-clock is the mean training time of one run (the training loop, evaluations included, start-up "
-        "excluded); student steps are student updates; synthetic samples are the generated samples the run drew "
-        "(generator and student batches); real samples are training images read. *Published* is the figure the "
-        "method's config states (with its teacher and GPU-hours where given); it was measured with its own "
-        "teacher and budget.")
+        "excluded); peak memory is the largest, over seeds, of the bench process's peak resident memory during "
+        "a run (what earlier runs left in the process included; Linux only); student steps are student updates; "
+        "synthetic samples are the generated samples the run drew (generator and student batches); real samples "
+        "are training images read. *Published* is the figure the method's config states (with its teacher and "
+        "GPU-hours where given); it was measured with its own teacher and budget.")
     lines += [
         (f"Produced by `datafree bench {spec.name}` (suite file `{display_path(spec.path)}`); "
          f"{finished} of {len(spec.runs)} runs finished, last updated {results.get('updated', '')}."),
@@ -206,8 +209,8 @@ def results_markdown(spec: Suite, results: dict[str, Any]) -> str:
         reference_accuracies = next((r.accuracies for r in rows if r.method == ref), [])
         headers = ["method", "data", "student acc. %", "95% CI"] + ([f"p vs {ref}"] if with_p else []) \
             + [f"acc. @{number(b)} s" for b in spec.budgets] + [f"s to {number(x)}%" for x in spec.time_to] \
-            + ["agreement %", "wall-clock s", "student steps", "synthetic samples", "real samples", "params",
-               "published %"]
+            + ["agreement %", "wall-clock s", "peak memory MB", "student steps", "synthetic samples", "real samples",
+               "params", "published %"]
         align = ["---", "---", "---:", "---:"] + ["---:"] * (len(headers) - 5) + ["---"]
         note = "" if with_p else f" No p-values: this pair does not run the reference method `{ref}`."
         lines += [f"## {pair.name}", "",
@@ -222,7 +225,7 @@ def results_markdown(spec: Suite, results: dict[str, Any]) -> str:
         t_steps = f"{t['steps']:,}" if t.get("steps") is not None else "—"
         t_real = f"{t['real_samples']:,}" if t.get("real_samples") is not None else "—"
         blank = ["—"] * (int(with_p) + len(spec.budgets) + len(spec.time_to))
-        cells = [f"**teacher** `{teacher.config.teacher.name}`", "real", t_acc, "—", *blank, "—", t_sec, t_steps,
+        cells = [f"**teacher** `{teacher.config.teacher.name}`", "real", t_acc, "—", *blank, "—", t_sec, "—", t_steps,
                  "0", t_real, f"{t.get('params') or 0:,}", published_text(t)]
         lines.append("| " + " | ".join(cells) + " |")
         for row in rows:
@@ -244,8 +247,10 @@ def results_markdown(spec: Suite, results: dict[str, Any]) -> str:
                              else format_p(welch_p(row.accuracies, reference_accuracies)))
             cells += [budget_cell(row, b) for b in spec.budgets] + [time_to_cell(row, x) for x in spec.time_to]
             cells += [f"{row.agreement:.2f}" if row.agreement is not None else "—",
-                      f"{row.seconds:.1f}" if row.n else "—", count(row.student_steps), count(row.synthetic_samples),
-                      count(row.real_samples), f"{row.params or 0:,}", row.published]
+                      f"{row.seconds:.1f}" if row.n else "—",
+                      f"{row.peak_memory_mb:,.0f}" if row.peak_memory_mb is not None else "—",
+                      count(row.student_steps), count(row.synthetic_samples), count(row.real_samples),
+                      f"{row.params or 0:,}", row.published]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += [f"![accuracy against wall-clock and against training time]({PLOT_FILE})", ""]

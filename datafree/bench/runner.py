@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from datafree import api, checkpoint
+from datafree.bench.memory import peak_memory_mb, release_memory, reset_peak_memory
 from datafree.bench.report import PLOT_FILE, write_outputs
 from datafree.bench.suite import (
     RunSpec,
@@ -53,6 +54,7 @@ def run_suite(suite: str | Path, out: str | Path | None = None, data_root: str |
                                                            quiet, say)
         digests[teacher.name] = results["teachers"][teacher.name]["digest"]
         write_outputs(out, spec, results, final=False)
+        release_memory()
 
     records = {(r["pair"], r["method"], r["seed"]): r for r in results["runs"]}
     todo = []
@@ -70,6 +72,7 @@ def run_suite(suite: str | Path, out: str | Path | None = None, data_root: str |
     for i, (run, fp) in enumerate(todo, 1):
         say(f"[{i}/{len(todo)}] {run.key} ({run.config_path.name}) ...")
         record = execute(run, fp, out, quiet)
+        release_memory()
         records[(run.pair, run.method, run.seed)] = record
         results["runs"] = [records[k] for k in sorted(records, key=run_order(spec))]
         write_outputs(out, spec, results, final=False)
@@ -132,6 +135,7 @@ def execute(run: RunSpec, fp: str, out: Path, quiet: bool) -> dict[str, Any]:
               "config": display_path(run.config_path), "run_dir": str(run_dir), "fingerprint": fp,
               "batch_size": run.config.trainer.batch_size, "steps": run.config.trainer.steps,
               **published_fields(run.config)}
+    reset_peak_memory()
     try:
         if state is not None:  # stopped half way, or finished but not yet recorded (then nothing is trained)
             result = api.resume(run_dir, quiet=quiet)
@@ -145,7 +149,7 @@ def execute(run: RunSpec, fp: str, out: Path, quiet: bool) -> dict[str, Any]:
             "student_steps": metrics["student_steps"], "synthetic_samples": metrics["synthetic_samples"],
             "real_samples": metrics["real_samples"], "params": metrics["student_parameters"],
             "teacher_params": metrics.get("teacher_parameters"), "evaluations": evaluation_curve(result.evaluations),
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "peak_memory_mb": peak_memory_mb(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def evaluation_curve(evaluations: list[dict[str, Any]]) -> list[dict[str, Any]]:
