@@ -47,8 +47,12 @@ change a result (logging, evaluation and checkpoint frequency, device, data root
 figures) are left out of the fingerprint; neither are the suite's `reference`, `budgets` and
 `time_to`, which only change the table.
 
+Runs follow one another in one process; each record keeps the run's own peak resident memory
+(Linux), and the memory a finished run freed is handed back before the next one starts.
+
 Modules: `suite` (the file, checked and resolved into runs), `runner` (teachers, runs,
-fingerprints, resuming), `report` (results.json, results.md, the plot, TensorBoard).
+fingerprints, resuming), `memory` (each run's peak, handing freed memory back), `report`
+(results.json, results.md, the plot, TensorBoard).
 """
 from __future__ import annotations
 
