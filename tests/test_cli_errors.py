@@ -7,6 +7,7 @@ Most cases call `datafree.cli.main` in-process (it returns the exit status); two
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -353,6 +354,30 @@ def test_a_run_directory_that_cannot_be_created(digits_teacher, workdir, capsys)
     (workdir / "a_file").write_text("")
     refused(capsys, ["distill", "--teacher", str(digits_teacher), "--run-dir", "a_file/run", *TINY],
             "could not write a_file/run: part of that path is a file, not a folder; choose another path")
+
+
+def test_a_read_only_run_directory_is_refused_before_training(digits_teacher, workdir, capsys, monkeypatch):
+    run = workdir / "run"
+    run.mkdir()
+    run.chmod(0o555)
+    if os.geteuid() == 0:  # root writes through file modes: the refusal a user would get is simulated
+        real_open = os.open
+
+        def read_only_open(path, flags, *args, **kwargs):
+            if Path(path).parent == Path("run") and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", read_only_open)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started in a folder it cannot write to")
+
+    monkeypatch.setattr("datafree.trainer.Trainer.fit", no_training)
+    refused(capsys, distill(digits_teacher), "could not write run/.datafree.lock: Permission denied; "
+                                             "choose a folder you can write to (--run-dir)")
+    run.chmod(0o755)
+    assert list(run.iterdir()) == []
 
 
 # ---------------------------------------------------------------------------------------------

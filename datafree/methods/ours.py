@@ -9,7 +9,9 @@ What mattered when tuning it on digits (experiments/results/digits_tuning.md): t
 (+1.3 points), the budget, and a replay pool long enough to remember most of the generator's
 trajectory (131,072 samples rather than 8,192: 98.67 ± 0.22 against 98.44 ± 0.67 over the same
 seeds), which makes the student depend less on where one generator happens to settle; T = 20
-helped a little.
+helped a little. A generator learning rate of 3e-3 instead of 1e-3 makes the student learn faster
+early on, on every seed (digits, 100 steps: 85.8, 95.1, 94.7% against 80.2, 78.9, 65.8%), without
+changing the final figure; 1e-2 did not do better.
 
 A teacher without BatchNorm (LeNet-5) gives the `bn` prior nothing to match: DAFL's activation
 prior (`act`, 0.1) takes its place. On mnist5k (LeNet-5 → LeNet-5-half, 5,000 student updates,
@@ -22,6 +24,8 @@ OURS_SYNTHETIC_DEFAULTS = {
     "trainer.g_steps": 1, "trainer.s_steps": 5, "method.temperature": 20.0,
     # A long memory: with 32 fresh samples per student update, 131,072 span the last ~800 steps.
     "generator.replay_size": 131072, "generator.replay_fraction": 0.5, "generator.augment": ["shift"],
+    # 3× DCGAN's usual 1e-3: the student learns only as fast as the generator's samples become digits.
+    "generator.optim.lr": 3e-3,
 }
 
 register_method(Method(
