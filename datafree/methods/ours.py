@@ -24,7 +24,7 @@ OURS_SYNTHETIC_DEFAULTS = {
     "trainer.g_steps": 1, "trainer.s_steps": 5, "method.temperature": 20.0,
     # A long memory: with 32 fresh samples per student update, 131,072 span the last ~800 steps.
     "generator.replay_size": 131072, "generator.replay_fraction": 0.5, "generator.augment": ["shift"],
-    # 3× DCGAN's usual 1e-3: the student learns only as fast as the generator's samples become digits.
+    # 3× DCGAN's usual 1e-3: the student learns only as fast as the generator's samples take shape.
     "generator.optim.lr": 3e-3,
 }
 
