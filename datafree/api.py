@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from datafree import checkpoint
-from datafree.adapt import adapt
+from datafree.adapt import adapt, adapt_student
 from datafree.config import Config, ModelConfig, from_dict, parse_overrides, read_toml, to_toml, with_choices
 from datafree.data import Dataset, eval_batches, load_dataset
 from datafree.distributed import Dist, barrier, broadcast_object, init_from_env
@@ -234,6 +234,8 @@ def run(command: str, cfg: Config, teacher_module: nn.Module | None = None, stud
         check_teacher_data(cfg, teacher.spec, dataset.info)
     cfg, choices = adapt(cfg, dataset.info, teacher)
     student = student_network(cfg.student, dataset.info, student_module)
+    cfg, student_choice = adapt_student(cfg, dataset.info, student.module) if command == "distill" else (cfg, None)
+    choices = "; ".join(c for c in (choices, student_choice) if c) or None
     cfg = with_provenance(cfg, teacher, student)
     notes.update(inputs=dataset.info.to_dict(), student=student.provenance(),
                  **({"teacher": teacher.provenance()} if teacher is not None else {}))

@@ -7,7 +7,7 @@ whatever internals were asked for:
 - `"bn_stats"`: each BatchNorm layer's batch mean and variance, for terms that blend them over
   batches (Fast-DFKD's BN statistics with momentum);
 - `"instance"`: per-sample channel means of every BatchNorm layer's input, concatenated: the
-  instance statistics CMI embeds;
+  instance statistics CMI embeds (a teacher without BatchNorm: those of its stage outputs, below);
 - `"penultimate"`: the input of the last `nn.Linear` (DAFL's activation term);
 - `"stages"`: the last activation at each spatial resolution (attention transfer);
 - `"feature"`: the output of one chosen layer (the feature discriminator).
@@ -57,8 +57,12 @@ class Probe:
         self.has_linear = bool(linears)
         if linears:
             self.handles.append(linears[-1].register_forward_hook(self._penultimate_hook))
-        for name in find_stage_layers(inner, input_shape) if len(input_shape) == 3 else []:
+        stage_layers = find_stage_layers(inner, input_shape) if len(input_shape) == 3 else []
+        for name in stage_layers:
             self.handles.append(inner.get_submodule(name).register_forward_hook(self._stage_hook))
+        # Instance statistics come from the BatchNorm inputs; a teacher without BatchNorm (LeNet-5) gives
+        # those of its stage outputs instead, the block outputs CMI's reference reads from a ResNet-34.
+        self.instance_from_stages = not self.bn_layers and bool(stage_layers)
         if feature_layer:
             try:
                 self.handles.append(inner.get_submodule(feature_layer).register_forward_hook(self._feature_hook))
@@ -69,8 +73,11 @@ class Probe:
 
     def __call__(self, x: torch.Tensor, capture: Iterable[str] = ()) -> Outputs:
         self._capture = set(capture)
-        if self._capture & {"bn", "bn_stats", "instance"} and not self.bn_layers:
+        if self._capture & {"bn", "bn_stats"} and not self.bn_layers:
             raise ConfigError("the bn term needs a teacher with BatchNorm layers; this teacher has none")
+        if "instance" in self._capture and not (self.bn_layers or self.instance_from_stages):
+            raise ConfigError("the cr term needs a teacher with BatchNorm or convolution layers; this teacher has "
+                              "neither (set its weight to 0: --set method.terms.generator.cr=0)")
         if "penultimate" in self._capture and not self.has_linear:
             raise ConfigError("the act term reads the input of the teacher's last nn.Linear; this teacher has none "
                               "(set its weight to 0: --set method.terms.generator.act=0)")
@@ -86,12 +93,15 @@ class Probe:
             handle.remove()
         self.handles = []
 
+    def _add_instance_statistics(self, x: torch.Tensor) -> None:
+        x = x.float()
+        per_sample = x.mean(list(range(2, x.dim()))) if x.dim() > 2 else x
+        out = self._out
+        out.instance = per_sample if out.instance is None else torch.cat([out.instance, per_sample], 1)
+
     def _bn_hook(self, module: nn.Module, inputs: tuple[torch.Tensor], _output: torch.Tensor) -> None:
         if "instance" in self._capture:
-            x = inputs[0].float()
-            per_sample = x.mean(list(range(2, x.dim()))) if x.dim() > 2 else x
-            out = self._out
-            out.instance = per_sample if out.instance is None else torch.cat([out.instance, per_sample], 1)
+            self._add_instance_statistics(inputs[0])
         if "bn" not in self._capture and "bn_stats" not in self._capture:
             return
         x = inputs[0].float()
@@ -112,6 +122,8 @@ class Probe:
     def _stage_hook(self, _module: nn.Module, _inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
         if "stages" in self._capture:
             self._out.stages[tuple(output.shape[-2:])] = output
+        if "instance" in self._capture and self.instance_from_stages:
+            self._add_instance_statistics(output)
 
     def _feature_hook(self, _module: nn.Module, _inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
         if "feature" in self._capture:

@@ -50,3 +50,13 @@ def test_terms_that_need_a_missing_layer_kind_name_it():
         probe(x, {"penultimate"})
     with pytest.raises(ConfigError, match="bn term needs .* BatchNorm"):
         probe(x, {"bn"})
+    with pytest.raises(ConfigError, match="cr term needs .* BatchNorm or convolution"):
+        probe(x, {"instance"})  # its one convolution leaves 1x1 maps: no stage to read either
+
+
+def test_instance_statistics_of_a_teacher_without_batchnorm_come_from_its_stages():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 8, 3, padding=1),
+                        nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 3)).eval()
+    out = Probe(net, (1, 8, 8))(torch.randn(5, 1, 8, 8), {"instance", "stages"})
+    per_stage = [out.stages[8, 8].mean((2, 3)), out.stages[4, 4].mean((2, 3))]  # conv outputs before the ReLUs
+    assert torch.allclose(out.instance, torch.cat(per_stage, 1))

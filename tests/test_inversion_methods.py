@@ -110,6 +110,27 @@ def test_inversion_methods_need_a_pool(digits_teacher):
         load(overrides={"method.name": "nayer", "generator.replay_size": 0})
 
 
+def test_cmi_contrasts_the_stage_statistics_of_a_teacher_without_batchnorm():
+    from types import SimpleNamespace
+
+    from datafree.adapt import missing_layers
+
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                                  torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 10)).eval()
+    assert missing_layers("teacher.instance", SimpleNamespace(scripted=False, module=teacher)) is None
+    assert missing_layers("teacher.bn", SimpleNamespace(scripted=False, module=teacher)) is not None
+    cfg = load(overrides={**FAST, "method.name": "cmi", **ROUNDS, **SETTINGS["cmi"],
+                          "method.terms": {"generator": {"bn": 0.0}}})  # what the automatic choices would drop
+    student = create_model("digits_cnn_half", 10, (1, 8, 8), width=4)
+    trainer = Trainer(cfg, load_dataset("digits"), student, teacher, run_dir=None)
+    contrast = trainer.player("generator").terms["cr"]
+    head = tensors(contrast.head)
+    trainer.train_step()
+    assert contrast.bank.shape[1] == 2 * (4 + 4)  # local and global views: the 8x8 and 4x4 stages' channel means
+    assert int(contrast.stored) == 32 and not equal(head, tensors(contrast.head))
+
+
 def test_a_whole_fit_runs_and_evaluates(digits_teacher):
     trainer = make_trainer(digits_teacher, "nayer", **{"trainer.steps": 4})
     metrics = trainer.fit(Monitor(None, 4, "", console=False))

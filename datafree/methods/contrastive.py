@@ -9,6 +9,10 @@ global view among the other samples' and among negatives from a bank of earlier 
 Minimising it pushes new samples away from everything synthesised before: diversity. The bank
 keeps the best batch of every round (`remember`, called by the method's round).
 
+A teacher without BatchNorm (LeNet-5) has no BatchNorm inputs to read: the per-sample channel
+means of its stage outputs (the last activation at each resolution, datafree/hooks.py) take their
+place, as CMI's reference reads a ResNet-34's block outputs.
+
 Deviations: the head trains in the generator player's optimizer (Adam, β = 0.5, 0.999) where CMI
 gives it an Adam of its own (β = 0.9, 0.999) at the same learning rate; the bank holds fp16
 features, at most method.args.bank_size of them and bank_mb megabytes (CMI: 40,960 in fp32 —
