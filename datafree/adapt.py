@@ -15,6 +15,7 @@ from torch import nn
 
 from datafree.config import Config, with_choices
 from datafree.errors import ConfigError
+from datafree.hooks import find_stage_layers
 from datafree.methods import METHODS
 from datafree.methods.terms import TERMS
 from datafree.sources import Network
@@ -23,7 +24,7 @@ from datafree.spec import InputSpec
 IMAGE_GENERATORS = {"dcgan": "mlp", "dcgan_bn": "mlp", "dcgan_conditional": "mlp_conditional"}
 
 
-def missing_layers(need: str, teacher: Network | None) -> str | None:
+def missing_layers(need: str, teacher: Network | None, spec: InputSpec) -> str | None:
     """Why the teacher cannot serve an internal a term reads (None: it can)."""
     if teacher is None or not need.startswith("teacher."):
         return None
@@ -33,8 +34,9 @@ def missing_layers(need: str, teacher: Network | None) -> str | None:
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None for m in layers)
     if need in ("teacher.bn", "teacher.bn_stats") and not has_bn:
         return "the teacher has no BatchNorm layers"
-    if need == "teacher.instance" and not has_bn and not any(isinstance(m, nn.modules.conv._ConvNd) for m in layers):
-        return "the teacher has neither BatchNorm nor convolution layers"
+    if need == "teacher.instance" and not has_bn and not (  # the stages the hooks read instead (datafree/hooks.py)
+            spec.is_image and find_stage_layers(teacher.module, spec.input_shape)):
+        return "the teacher has neither BatchNorm layers nor convolutional stages"
     if need == "teacher.penultimate" and not any(isinstance(m, nn.Linear) for m in layers):
         return "the teacher has no nn.Linear layer"
     return None
@@ -60,7 +62,7 @@ def adapt(cfg: Config, spec: InputSpec, teacher: Network | None) -> tuple[Config
     for player, terms in method.weights(cfg.method.terms).items():
         for term in terms:
             reasons = ["it needs images" for need in TERMS.get(term).needs if need == "image" and not spec.is_image]
-            reasons += [why for need in TERMS.get(term).needs if (why := missing_layers(need, teacher))]
+            reasons += [why for need in TERMS.get(term).needs if (why := missing_layers(need, teacher, spec))]
             if not reasons:
                 continue
             key = f"method.terms.{player}.{term}"
@@ -70,7 +72,7 @@ def adapt(cfg: Config, spec: InputSpec, teacher: Network | None) -> tuple[Config
             changes[key] = 0.0
             said.append(f"dropped loss term '{term}' of the {player} ({reasons[0]})")
             for substitute, weight in method.fallbacks.get(term, {}).items():
-                usable = not any(need == "image" and not spec.is_image or missing_layers(need, teacher)
+                usable = not any(need == "image" and not spec.is_image or missing_layers(need, teacher, spec)
                                  for need in TERMS.get(substitute).needs)
                 if usable and substitute not in cfg.method.terms.get(player, {}) and substitute not in terms:
                     changes[f"method.terms.{player}.{substitute}"] = weight

@@ -76,8 +76,8 @@ class Probe:
         if self._capture & {"bn", "bn_stats"} and not self.bn_layers:
             raise ConfigError("the bn term needs a teacher with BatchNorm layers; this teacher has none")
         if "instance" in self._capture and not (self.bn_layers or self.instance_from_stages):
-            raise ConfigError("the cr term needs a teacher with BatchNorm or convolution layers; this teacher has "
-                              "neither (set its weight to 0: --set method.terms.generator.cr=0)")
+            raise ConfigError("the cr term needs a teacher with BatchNorm layers or convolutional stages; this teacher "
+                              "has neither (set its weight to 0: --set method.terms.generator.cr=0)")
         if "penultimate" in self._capture and not self.has_linear:
             raise ConfigError("the act term reads the input of the teacher's last nn.Linear; this teacher has none "
                               "(set its weight to 0: --set method.terms.generator.act=0)")
@@ -96,8 +96,8 @@ class Probe:
     def _add_instance_statistics(self, x: torch.Tensor) -> None:
         x = x.float()
         per_sample = x.mean(list(range(2, x.dim()))) if x.dim() > 2 else x
-        out = self._out
-        out.instance = per_sample if out.instance is None else torch.cat([out.instance, per_sample], 1)
+        previous = self._out.instance
+        self._out.instance = per_sample if previous is None else torch.cat([previous, per_sample], 1)
 
     def _bn_hook(self, module: nn.Module, inputs: tuple[torch.Tensor], _output: torch.Tensor) -> None:
         if "instance" in self._capture:

@@ -50,7 +50,7 @@ def test_terms_that_need_a_missing_layer_kind_name_it():
         probe(x, {"penultimate"})
     with pytest.raises(ConfigError, match="bn term needs .* BatchNorm"):
         probe(x, {"bn"})
-    with pytest.raises(ConfigError, match="cr term needs .* BatchNorm or convolution"):
+    with pytest.raises(ConfigError, match="cr term needs .* BatchNorm layers or convolutional stages"):
         probe(x, {"instance"})  # its one convolution leaves 1x1 maps: no stage to read either
 
 

@@ -114,12 +114,14 @@ def test_cmi_contrasts_the_stage_statistics_of_a_teacher_without_batchnorm():
     from types import SimpleNamespace
 
     from datafree.adapt import missing_layers
+    from datafree.spec import InputSpec
 
     torch.manual_seed(0)
     teacher = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
                                   torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 10)).eval()
-    assert missing_layers("teacher.instance", SimpleNamespace(scripted=False, module=teacher)) is None
-    assert missing_layers("teacher.bn", SimpleNamespace(scripted=False, module=teacher)) is not None
+    images = InputSpec((1, 8, 8), 10)
+    assert missing_layers("teacher.instance", SimpleNamespace(scripted=False, module=teacher), images) is None
+    assert missing_layers("teacher.bn", SimpleNamespace(scripted=False, module=teacher), images) is not None
     cfg = load(overrides={**FAST, "method.name": "cmi", **ROUNDS, **SETTINGS["cmi"],
                           "method.terms": {"generator": {"bn": 0.0}}})  # what the automatic choices would drop
     student = create_model("digits_cnn_half", 10, (1, 8, 8), width=4)
