@@ -34,7 +34,7 @@ def missing_layers(need: str, teacher: Network | None, spec: InputSpec) -> str |
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None for m in layers)
     if need in ("teacher.bn", "teacher.bn_stats") and not has_bn:
         return "the teacher has no BatchNorm layers"
-    if need == "teacher.instance" and not has_bn and not (  # the stages the hooks read instead (datafree/hooks.py)
+    if need == "teacher.instance" and not has_bn and not (  # the hooks read stages, else BatchNorm inputs (hooks.py)
             spec.is_image and find_stage_layers(teacher.module, spec.input_shape)):
         return "the teacher has neither BatchNorm layers nor convolutional stages"
     if need == "teacher.penultimate" and not any(isinstance(m, nn.Linear) for m in layers):

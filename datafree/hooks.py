@@ -6,8 +6,8 @@ whatever internals were asked for:
   ‖σ²_l(x) − running_var_l‖₂ over every BatchNorm layer;
 - `"bn_stats"`: each BatchNorm layer's batch mean and variance, for terms that blend them over
   batches (Fast-DFKD's BN statistics with momentum);
-- `"instance"`: per-sample channel means of every BatchNorm layer's input, concatenated: the
-  instance statistics CMI embeds (a teacher without BatchNorm: those of its stage outputs, below);
+- `"instance"`: per-sample channel means of every stage output (below), concatenated: the instance
+  statistics CMI embeds (a teacher without stages, on feature vectors: of every BatchNorm layer's input);
 - `"penultimate"`: the input of the last `nn.Linear` (DAFL's activation term);
 - `"stages"`: the last activation at each spatial resolution (attention transfer);
 - `"feature"`: the output of one chosen layer (the feature discriminator).
@@ -60,9 +60,10 @@ class Probe:
         stage_layers = find_stage_layers(inner, input_shape) if len(input_shape) == 3 else []
         for name in stage_layers:
             self.handles.append(inner.get_submodule(name).register_forward_hook(self._stage_hook))
-        # Instance statistics come from the BatchNorm inputs; a teacher without BatchNorm (LeNet-5) gives
-        # those of its stage outputs instead, the block outputs CMI's reference reads from a ResNet-34.
-        self.instance_from_stages = not self.bn_layers and bool(stage_layers)
+        # Instance statistics come from the stage outputs, as CMI's reference reads a ResNet-34's block outputs:
+        # a few hundred channels where every BatchNorm input would be thousands (4,800 in a ResNet-18), and
+        # teachers without BatchNorm (LeNet-5) have them too. A teacher without stages uses its BatchNorm inputs.
+        self.instance_from_stages = bool(stage_layers)
         if feature_layer:
             try:
                 self.handles.append(inner.get_submodule(feature_layer).register_forward_hook(self._feature_hook))
@@ -100,7 +101,7 @@ class Probe:
         self._out.instance = per_sample if previous is None else torch.cat([previous, per_sample], 1)
 
     def _bn_hook(self, module: nn.Module, inputs: tuple[torch.Tensor], _output: torch.Tensor) -> None:
-        if "instance" in self._capture:
+        if "instance" in self._capture and not self.instance_from_stages:
             self._add_instance_statistics(inputs[0])
         if "bn" not in self._capture and "bn_stats" not in self._capture:
             return

@@ -54,9 +54,19 @@ def test_terms_that_need_a_missing_layer_kind_name_it():
         probe(x, {"instance"})  # its one convolution leaves 1x1 maps: no stage to read either
 
 
-def test_instance_statistics_of_a_teacher_without_batchnorm_come_from_its_stages():
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 8, 3, padding=1),
-                        nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 3)).eval()
-    out = Probe(net, (1, 8, 8))(torch.randn(5, 1, 8, 8), {"instance", "stages"})
-    per_stage = [out.stages[8, 8].mean((2, 3)), out.stages[4, 4].mean((2, 3))]  # conv outputs before the ReLUs
-    assert torch.allclose(out.instance, torch.cat(per_stage, 1))
+def test_instance_statistics_come_from_the_stages_with_or_without_batchnorm():
+    plain = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 8, 3, padding=1),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 3)).eval()
+    with_bn = create_model("digits_cnn", 10, (1, 8, 8), width=4).eval()  # BatchNorm inside every stage
+    for net, resolutions in ((plain, [(8, 8), (4, 4)]), (with_bn, [(8, 8), (4, 4), (2, 2)])):
+        out = Probe(net, (1, 8, 8))(torch.randn(5, 1, 8, 8), {"instance", "stages"})
+        assert torch.allclose(out.instance, torch.cat([out.stages[r].mean((2, 3)) for r in resolutions], 1))
+
+
+def test_instance_statistics_of_a_teacher_without_stages_come_from_its_batchnorm_inputs():
+    net = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 4), nn.BatchNorm1d(4),
+                        nn.Linear(4, 3)).eval()
+    x = torch.randn(7, 6)
+    first = net[0](x)
+    second = net[3](net[2](net[1](first)))
+    assert torch.allclose(Probe(net, (6,))(x, {"instance"}).instance, torch.cat([first, second], 1))

@@ -3,21 +3,22 @@ with state — a projection head trained with the generator and a memory bank of
 
 Each synthesised sample is seen twice by the teacher: the round's view (crop/shift + flip) and a
 local view (a random resized crop, scale 0.25–1, + flip). Its *instance statistics* — the
-per-sample channel means of every BatchNorm layer's input, read by hooks — are projected by a
-small MLP head onto the unit sphere, and an InfoNCE loss asks each local view to pick out its own
-global view among the other samples' and among negatives from a bank of earlier rounds' features.
-Minimising it pushes new samples away from everything synthesised before: diversity. The bank
-keeps the best batch of every round (`remember`, called by the method's round).
+per-sample channel means of the teacher's stage outputs (the last activation at each resolution,
+read by hooks: datafree/hooks.py) — are projected by a small MLP head onto the unit sphere, and an
+InfoNCE loss asks each local view to pick out its own global view among the other samples' and
+among negatives from a bank of earlier rounds' features. Minimising it pushes new samples away
+from everything synthesised before: diversity. The bank keeps the best batch of every round
+(`remember`, called by the method's round).
 
-A teacher without BatchNorm (LeNet-5) has no BatchNorm inputs to read: the per-sample channel
-means of its stage outputs (the last activation at each resolution, datafree/hooks.py) take their
-place, as CMI's reference reads a ResNet-34's block outputs.
-
-Deviations: the head trains in the generator player's optimizer (Adam, β = 0.5, 0.999) where CMI
-gives it an Adam of its own (β = 0.9, 0.999) at the same learning rate; the bank holds fp16
-features, at most method.args.bank_size of them and bank_mb megabytes (CMI: 40,960 in fp32 —
-2.8 GB for a ResNet-34 teacher's 8,512 BatchNorm channels; CMI itself reads that teacher's four
-block outputs instead).
+Deviations: the statistics are those of the stage outputs for every teacher with convolutional
+stages (CMI's reference reads a ResNet-34's four block outputs, but every BatchNorm input of its
+other teachers): all 4,800 BatchNorm channels of a ResNet-18 made the head a 4,800 × 4,800 layer
+and CMI on the rgb32 pair 4.5× slower (one round: 58–66 s against 13 s); a stage at 1 × 1 (a
+ResNet-18's last block at 32 × 32 input) is not read, as for attention transfer. A teacher without
+stages (feature vectors) gives its BatchNorm inputs' means. The head trains in the generator
+player's optimizer (Adam, β = 0.5, 0.999) where CMI gives it an Adam of its own (β = 0.9, 0.999)
+at the same learning rate; the bank holds fp16 features, at most method.args.bank_size of them and
+bank_mb megabytes (CMI: 40,960 in fp32).
 """
 from __future__ import annotations
 
