@@ -1,5 +1,5 @@
 """Where the student's synthetic batches come from: fresh generator samples, optionally mixed
-with a replay pool of past samples and augmented with kornia.
+with a replay pool of past samples and augmented (datafree/augment.py).
 
 A replay pool keeps the student from forgetting regions of input space that the generator
 visited earlier and then left (the generator keeps moving to where the student is weakest).
@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from datafree.config import replay_count
-from datafree.errors import ConfigError
 
 
 class ReplayPool:
@@ -61,28 +60,6 @@ class ReplayPool:
         self.count, self.capacity = state["count"], state["capacity"]
         if state["samples"] is not None:  # slot i gets back what it held when saved
             self.samples = state["samples"].to(device)
-
-
-def build_augmentation(names: list[str], input_shape: tuple[int, ...]) -> nn.Module | None:
-    """kornia augmentations by name: shift (±12.5% translation), flip (horizontal), rotate (±15°),
-    crop (random resized crop, scale 0.6–1)."""
-    if not names:
-        return None
-    if len(input_shape) != 3:
-        raise ConfigError("generator.augment needs image inputs; set generator.augment = [] for feature vectors")
-    import kornia.augmentation as K
-
-    available = {
-        "shift": lambda: K.RandomAffine(degrees=0.0, translate=(0.125, 0.125), p=1.0),
-        "flip": lambda: K.RandomHorizontalFlip(p=0.5),
-        "rotate": lambda: K.RandomRotation(degrees=15.0, p=1.0),
-        "crop": lambda: K.RandomResizedCrop(size=tuple(input_shape[-2:]), scale=(0.6, 1.0), p=1.0),
-    }
-    unknown = [n for n in names if n not in available]
-    if unknown:
-        raise ConfigError(f"config key 'generator.augment': unknown augmentation {unknown[0]!r} "
-                          f"(choose from: {', '.join(available)})")
-    return nn.Sequential(*(available[n]() for n in names))
 
 
 class SyntheticSource:

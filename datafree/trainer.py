@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from datafree import runstate
+from datafree.augment import build_augmentation
 from datafree.batch import Batch, Nets
 from datafree.build import assemble
 from datafree.config import Config
@@ -38,7 +39,7 @@ from datafree.models import count_parameters
 from datafree.monitor import Monitor
 from datafree.players import Player
 from datafree.reporting import Reporter
-from datafree.synthetic import ReplayPool, SyntheticSource, build_augmentation
+from datafree.synthetic import ReplayPool, SyntheticSource
 
 
 class Trainer:

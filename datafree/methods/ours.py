@@ -3,7 +3,7 @@
 Generator: decision-adversarial KL (hunt samples near the student's decision boundary that the
 teacher still classifies) + the teacher's BatchNorm statistics + one-hot confidence + class
 balance. Student: KL at T = 20 on a mix of fresh samples and a replay pool of past ones,
-augmented with kornia, so it does not forget what earlier generators produced.
+augmented (shifts), so it does not forget what earlier generators produced.
 
 What mattered when tuning it on digits (experiments/results/digits_tuning.md): the augmentation
 (+1.3 points), the budget, and a replay pool long enough to remember most of the generator's
