@@ -3,9 +3,9 @@ the normalised space.
 
 `shift` is written out here: a translation is one `affine_grid` + `grid_sample`, where kornia's
 `RandomAffine` samples and composes a full affine transform (angle, scale, shear, matrix inverses)
-around the same `grid_sample` — about 4× the time on an 8×8 batch of 64, where a data-free step does
-five of them. It is the same transform: equal to kornia's for the same translations (tests). The
-others are kornia's.
+around the same `grid_sample`: several times the cost on an 8×8 batch of 64, and 9% of a whole `ours`
+step on digits (five shifts a step; experiments/results/digits_tuning.md). It is the same transform:
+equal to kornia's for the same translations (tests). The others are kornia's.
 """
 from __future__ import annotations
 
