@@ -1,16 +1,19 @@
 """CMI, Fast-DFKD and NAYER: the state each method owns is trained, saved and restored exactly, the
 student trains only on the pool of synthesised samples, and the warm-up does what it says."""
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import FAST
 
 from datafree import checkpoint
+from datafree.adapt import missing_layers
 from datafree.config import load
 from datafree.data import load_dataset
 from datafree.models import create_model
 from datafree.monitor import Monitor
+from datafree.spec import InputSpec
 from datafree.trainer import Trainer
 
 ROUNDS = {"trainer.batch_size": 32, "trainer.g_steps": 2, "trainer.s_steps": 3, "student.args": {"width": 4}}
@@ -111,11 +114,6 @@ def test_inversion_methods_need_a_pool(digits_teacher):
 
 
 def test_cmi_contrasts_the_stage_statistics_of_a_teacher_without_batchnorm():
-    from types import SimpleNamespace
-
-    from datafree.adapt import missing_layers
-    from datafree.spec import InputSpec
-
     torch.manual_seed(0)
     teacher = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
                                   torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 10)).eval()
