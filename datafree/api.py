@@ -19,6 +19,7 @@ from torch import nn
 
 from datafree import checkpoint
 from datafree.adapt import adapt, adapt_student
+from datafree.build import precision_warning
 from datafree.config import Config, ModelConfig, from_dict, parse_overrides, read_toml, to_toml, with_choices
 from datafree.data import Dataset, eval_batches, load_dataset
 from datafree.distributed import Dist, barrier, broadcast_object, init_from_env
@@ -243,6 +244,8 @@ def run(command: str, cfg: Config, teacher_module: nn.Module | None = None, stud
         print(f"datafree: {choices}", file=sys.stderr)
 
     trainer = Trainer(cfg, dataset, student.module, teacher.module if teacher is not None else None, None, dist, notes)
+    if dist.is_main and not quiet and (slow := precision_warning(cfg.trainer.precision, trainer.device)):
+        print(f"datafree: {slow}", file=sys.stderr)
     if resume_state is not None:
         trainer.load_state_dict(resume_state)
     # Only now, with every input checked, does the run touch the disk: a refused run leaves nothing

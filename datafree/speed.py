@@ -1,4 +1,5 @@
-"""Deployment figures of a model: parameters, file size, and CPU latency per sample.
+"""Deployment figures of a model: parameters, file size, and CPU latency per sample; and the
+name of the CPU they were measured on.
 
 Latency is the median of `repeats` timed forward passes (`time.perf_counter`) after a few untimed
 warm-up passes, in eval mode under `torch.inference_mode`, on random inputs, at batch sizes 1 and
@@ -21,6 +22,22 @@ from datafree.models import count_parameters
 
 BATCH_SIZES = (1, 64)
 WARMUP = 3
+
+
+def cpu_name() -> str:
+    """The CPU's model and the vector instructions torch uses on it, e.g. "AMD EPYC (AVX2)": the same
+    code runs at different speeds, and in different precisions best, on machines of one name."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    return f"{model} ({torch.backends.cpu.get_cpu_capability()})"
 
 
 def deployment_figures(model: nn.Module, input_shape: tuple[int, ...], *, file: str | Path | None = None,

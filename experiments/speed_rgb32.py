@@ -6,14 +6,14 @@
 
 One update = one iteration of the method (its generator update(s) and its student updates)
 divided by its student updates. "before" is the generator this project used at 32×32 until it
-was sized to the student (width 64, twice the image side: ~3× the teacher's FLOPs); "after" is
-the default now; "after, bf16" adds bf16 autocast (fast on CPUs with AVX-512 bf16). Weights are
-random: this measures speed, not accuracy.
+was sized to the student (width 64, twice the image side: ~3× the teacher's FLOPs); then the sized
+generator with the teacher's weights contiguous, as they were until the teacher went channels-last
+on the CPU (`trainer.teacher_memory_format`); then the default; then bf16 autocast (fast on CPUs
+with AVX-512 bf16, emulated and slow elsewhere). Weights are random: this measures speed, not accuracy.
 """
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -25,6 +25,7 @@ from datafree.config import load
 from datafree.data import Dataset
 from datafree.models import count_parameters, create_model
 from datafree.spec import InputSpec
+from datafree.speed import cpu_name
 from datafree.trainer import Trainer
 
 SPEC = InputSpec((3, 32, 32), 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), name="rgb32")
@@ -67,16 +68,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=str(RESULTS / "speed_rgb32_cpu.md"))
     args = p.parse_args(argv)
-    settings = [("before (generator width 64, fp32)", {"generator.args": {"width": 64}}),
-                ("after (default generator, fp32)", {}),
-                ("after, bf16 autocast", {"trainer.precision": "bf16"})]
+    contiguous_teacher = {"trainer.teacher_memory_format": "contiguous"}
+    settings = [("before (generator width 64, teacher contiguous, fp32)", {"generator.args": {"width": 64},
+                                                                           **contiguous_teacher}),
+                ("generator sized to the student, teacher contiguous, fp32", contiguous_teacher),
+                ("default (teacher channels-last on the CPU), fp32", {}),
+                ("default, bf16 autocast", {"trainer.precision": "bf16"})]
     rows = ["| method | setting | ms per student update | blocks (ms) |", "|---|---|---:|---|"]
     for method in ("ours", "dfad"):
         for name, overrides in settings:
             median, blocks = ms_per_student_update(method, overrides, args)
             rows.append(f"| {method} | {name} | {median:.1f} | {', '.join(f'{b:.0f}' for b in blocks)} |")
     where = (torch.cuda.get_device_name() if args.device.startswith("cuda")
-             else f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads")
+             else f"CPU ({cpu_name()}), {torch.get_num_threads()} threads")
     text = "\n".join([
         "# Data-free student updates at 3×32×32: torchvision ResNet-18 → digits_cnn_half", "",
         f"{where}; torch {torch.__version__}; batch {args.batch_size}; median of {args.repeats} blocks of "

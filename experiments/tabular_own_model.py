@@ -13,7 +13,6 @@ Every method has 10,000 student updates at batch 64 (real-data runs: the same 10
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import sys
 import time
@@ -25,6 +24,7 @@ from torch import nn
 
 import datafree
 from datafree.data import stratified_split
+from datafree.speed import cpu_name
 from datafree.stats import summarize
 
 RESULTS = Path(__file__).parent / "results" / "tabular"
@@ -99,7 +99,7 @@ def write(runs: list[dict], teacher_accuracy: float) -> None:
     kd = summarize([r["accuracy"] for r in runs if r["method"] == "kd"])
     lines = ["# Your own tabular model, distilled without its data", "",
              __doc__.split("\n\n")[2].strip().replace("\n", " "), "",
-             f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
+             f"Machine: {cpu_name()}, {torch.get_num_threads()} threads, torch "
              f"{torch.__version__}; {time.strftime('%Y-%m-%d %H:%M')}. Teacher: {teacher_accuracy:.2f}%. "
              f"Mean ± std over seeds {', '.join(map(str, SEEDS))}.", "",
              "| method | data | student acc. % | 95% CI | Δ vs real-data KD | agreement % | wall-clock s |",

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import platform
 import statistics
 import sys
 import time
@@ -44,6 +43,7 @@ from datafree.data import Dataset, Split
 from datafree.methods import METHODS
 from datafree.models import create_model
 from datafree.spec import InputSpec
+from datafree.speed import cpu_name
 from datafree.trainer import Trainer
 from generators import GENERATORS
 
@@ -238,7 +238,7 @@ def describe(args: argparse.Namespace) -> str:
     if args.device.type == "cuda":
         where = f"{torch.cuda.get_device_name(args.device)}, CUDA {torch.version.cuda}"
     else:
-        where = f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads"
+        where = f"CPU ({cpu_name()}), {torch.get_num_threads()} threads"
     settings = f"precision {args.precision}, channels-last {'on' if args.channels_last else 'off'}, " \
                f"torch.compile {'on' if args.compile else 'off'}"
     return (f"{where}; torch {torch.__version__}; batch {args.batch_size}; median of {args.repeats} blocks of "

@@ -19,6 +19,7 @@ from conftest import FAST
 from torch import nn
 
 from datafree import checkpoint
+from datafree.cli import main
 from datafree.config import load
 from datafree.data import load_dataset
 from datafree.models import create_model
@@ -128,3 +129,14 @@ def test_an_fp16_overflow_skips_only_that_players_step(digits_teacher, precision
     restored.load_state_dict(trainer.state_dict())
     assert restored.player("generator").scaler.get_scale() == generator_scaler.get_scale()
     assert restored.player("student").scaler.get_scale() == student_scale
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_bf16_instructions_is_said(digits_teacher, monkeypatch, capsys, tmp_path, native):
+    """Emulated bf16 is several times slower than fp32 (datafree/build.py): the run says so once."""
+    monkeypatch.setattr("datafree.build.cpu_has_bf16", lambda: native)
+    assert main(["distill", "--teacher", str(digits_teacher), "--method", "dfad", "--steps", "2", "--device", "cpu",
+                 "--set", "trainer.precision=bf16", "--set", "student.args.width=4", "--set", "trainer.eval_every=0",
+                 "--run-dir", str(tmp_path / "run")]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "no bf16 instructions" in line]
+    assert len(warned) == (0 if native else 1)

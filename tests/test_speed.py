@@ -7,6 +7,7 @@ import torch
 from conftest import FAST
 
 from datafree import checkpoint
+from datafree.build import teacher_memory_format
 from datafree.config import load
 from datafree.data import Dataset, Split, load_dataset
 from datafree.models import create_model
@@ -119,13 +120,49 @@ def test_channels_last_reaches_weights_and_batches(method, players, channels_las
     trainer = make_trainer(method, teacher, three_channel_digits(), channels=3,
                            **{"trainer.channels_last": channels_last})
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    nets = [trainer.teacher, trainer.student] + ([trainer.generator] if trainer.generator is not None else [])
-    convs = [m.weight for net in nets for m in net.modules()
-             if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1]
-    assert convs and all(w.is_contiguous(memory_format=layout) for w in convs)
+    trained = [trainer.student] + ([trainer.generator] if trainer.generator is not None else [])
+    assert conv_weights(trained) and all(w.is_contiguous(memory_format=layout) for w in conv_weights(trained))
+    # on the CPU the frozen teacher is channels-last either way (trainer.teacher_memory_format = "auto")
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights([trainer.teacher]))
     seen = []
     trainer.teacher.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0]))
     for player in players:
         trainer.update(trainer.player(player))
     assert len(seen) == len(players)
     assert all(x.is_contiguous(memory_format=layout) and x.dim() == 4 and x.shape[1] == 3 for x in seen)
+
+
+def conv_weights(nets: list[torch.nn.Module]) -> list[torch.Tensor]:
+    """Weights of the convolutions whose layouts differ (more than one input channel)."""
+    return [m.weight for net in nets for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1]
+
+
+def test_teacher_memory_format_changes_layout_not_answers():
+    """`contiguous` keeps the teacher as given; channels-last weights give the same logits (to float
+    rounding) and the same input gradients, and leave the student's layout alone."""
+    outputs = {}
+    for choice in ("contiguous", "channels_last"):
+        torch.manual_seed(0)
+        teacher = create_model("digits_cnn", 10, (3, 8, 8), width=4)
+        trainer = make_trainer("dfad", teacher, three_channel_digits(), channels=3,
+                               **{"trainer.teacher_memory_format": choice})
+        layout = torch.channels_last if choice == "channels_last" else torch.contiguous_format
+        assert all(w.is_contiguous(memory_format=layout) for w in conv_weights([trainer.teacher]))
+        assert all(w.is_contiguous() for w in conv_weights([trainer.student]))
+        x = torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        logits = trainer.teacher(x)
+        logits.square().sum().backward()
+        outputs[choice] = logits.detach(), x.grad
+    torch.testing.assert_close(outputs["contiguous"], outputs["channels_last"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("choice, device, trained, shape, expected", [
+    ("auto", "cpu", torch.contiguous_format, (3, 8, 8), torch.channels_last),
+    ("auto", "cuda", torch.contiguous_format, (3, 8, 8), torch.contiguous_format),  # follows trainer.channels_last
+    ("auto", "cuda", torch.channels_last, (3, 8, 8), torch.channels_last),
+    ("channels_last", "cuda", torch.contiguous_format, (3, 8, 8), torch.channels_last),
+    ("contiguous", "cpu", torch.channels_last, (3, 8, 8), torch.contiguous_format),
+    ("channels_last", "cpu", torch.contiguous_format, (20,), torch.contiguous_format),  # feature vectors: no layout
+])
+def test_teacher_memory_format_choice(choice, device, trained, shape, expected):
+    assert teacher_memory_format(choice, trained, torch.device(device), shape) == expected

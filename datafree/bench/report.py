@@ -24,7 +24,9 @@ PLOT_FILE = "accuracy_vs_time.png"
 def machine() -> dict[str, Any]:
     import torch
 
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+    from datafree.speed import cpu_name
+
+    return {"platform": platform.platform(), "processor": cpu_name(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
