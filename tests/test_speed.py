@@ -1,5 +1,6 @@
 """The speed paths: one forward pass per network and batch, no autograd graph through the teacher
-where no gradient must flow, channels-last weights and batches when asked for."""
+where no gradient must flow, channels-last weights and batches when asked for, and the frozen
+teacher's weights channels-last on the CPU by default."""
 from __future__ import annotations
 
 import pytest
