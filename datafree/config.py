@@ -195,9 +195,9 @@ class TrainerConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False  # the trained networks and their inputs in channels-last memory format
-    # The frozen teacher's weights in channels-last: "auto" does so on the CPU, where oneDNN ran every teacher
-    # measured 1.2-1.6x faster that way (experiments/results/teacher_layout_cpu.md; a small student with
-    # BatchNorm trained slower, hence the teacher alone), and elsewhere follows `channels_last`.
+    # The frozen teacher's weights in channels-last: "auto" does so on the CPU, where oneDNN ran the forward pass
+    # of every teacher measured 1.2-1.6x faster that way (experiments/results/teacher_layout_cpu.md; a small
+    # student with BatchNorm trained slower, hence the teacher alone), and elsewhere follows `channels_last`.
     teacher_memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
     # torch.compile of teacher and student: off by default because it costs more than it gives on short runs
     # (digits, CPU: ~60 s cold compile, ~2 s with a warm cache, for ~9% per step)

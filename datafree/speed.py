@@ -9,8 +9,10 @@ thread count is part of the figures.
 from __future__ import annotations
 
 import copy
+import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,6 @@ WARMUP = 3
 def cpu_name() -> str:
     """The CPU's model and the vector instructions torch uses on it, e.g. "AMD EPYC (AVX2)": the same
     code runs at different speeds, and in different precisions best, on machines of one name."""
-    import platform
-
     model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -77,14 +77,19 @@ def deployment_figures(model: nn.Module, input_shape: tuple[int, ...], *, file: 
 
 def median_ms(model: nn.Module, x: torch.Tensor, repeats: int) -> float:
     """Median wall time of one forward pass on `x`, in milliseconds."""
-    times = []
     with torch.inference_mode():
-        for _ in range(WARMUP):
-            model(x)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - start) * 1000)
+        return median_call_ms(lambda: model(x), repeats)
+
+
+def median_call_ms(action: Callable[[], object], repeats: int) -> float:
+    """Median wall time of `action()` over `repeats` calls after WARMUP untimed ones, in milliseconds."""
+    for _ in range(WARMUP):
+        action()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        action()
+        times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
 
 

@@ -8,38 +8,23 @@ trained and keep their layout; a small student with BatchNorm is measured for co
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from datetime import datetime
 from pathlib import Path
 
 import torch
 
 from datafree.models import create_model
-from datafree.speed import cpu_name
+from datafree.speed import WARMUP, cpu_name, median_call_ms, median_ms
 
 TEACHERS = [("digits_cnn", (1, 8, 8)), ("lenet5", (1, 32, 32)), ("digits_cnn", (3, 32, 32)),
             ("torchvision.resnet18", (3, 32, 32)), ("wrn40_2", (3, 32, 32)), ("resnet34", (3, 32, 32))]
-
-
-def median_ms(action, repeats: int) -> float:
-    action()  # warm-up: oneDNN picks and caches its kernels
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times)
 
 
 def timings(model: torch.nn.Module, shape: tuple[int, ...], batch_size: int, repeats: int) -> tuple[float, float]:
     """(forward without autograd, forward + backward to the input) in ms."""
     x = torch.randn(batch_size, *shape)
     x_grad = x.clone().requires_grad_(True)
-    with torch.no_grad():
-        forward = median_ms(lambda: model(x), repeats)
-    backward = median_ms(lambda: model(x_grad).sum().backward(), repeats)
-    return forward, backward
+    return median_ms(model, x, repeats), median_call_ms(lambda: model(x_grad).sum().backward(), repeats)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,8 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     text = "\n".join([
         "# The teacher's memory format on the CPU",
         "",
-        f"{cpu_name()}, {torch.get_num_threads()} threads; torch {torch.__version__}; batch {args.batch_size}; "
-        f"median of {args.repeats} calls after one warm-up; random weights; {datetime.now():%Y-%m-%d %H:%M}.",
+        f"{cpu_name()}, {torch.get_num_threads()} threads; torch {torch.__version__}; batch {args.batch_size}; median "
+        f"of {args.repeats} calls after {WARMUP} warm-up calls; random weights; {datetime.now():%Y-%m-%d %H:%M}.",
         "",
         *rows,
         "",
