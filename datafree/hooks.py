@@ -135,8 +135,11 @@ def find_stage_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[st
     """Names of the modules whose output is the last 4-D activation at each spatial resolution.
 
     Found with one dry forward pass: forward hooks fire when a module finishes, so the last
-    module to finish at a resolution is the outermost block (a "stage") ending there.
+    module to finish at a resolution is the outermost block (a "stage") ending there. A TorchScript
+    model takes no hooks: it has none to find.
     """
+    if isinstance(model, torch.jit.ScriptModule):
+        return []
     last_at: dict[tuple[int, int], str] = {}
     handles = []
 

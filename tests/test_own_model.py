@@ -274,3 +274,17 @@ def test_evaluate_reads_a_registered_data_set_as_the_model_was_trained_on_it(tmp
                                     overrides={**QUIET, "data.image_size": 16, "data.channels": 3})
     figures = datafree.evaluate(result.checkpoint)
     assert figures["samples"] == 450 and 0 <= figures["accuracy"] <= 100
+
+
+def test_a_torchscript_image_teacher_distils_with_the_default_method(workdir):
+    """A scripted CNN takes no forward hooks: the terms that read its layers are dropped (and said),
+    the rest trains; before, looking for its stages raised a traceback."""
+    import mynets  # noqa: E402  (the module the fixture wrote)
+
+    torch.manual_seed(0)
+    torch.jit.save(torch.jit.script(mynets.small_cnn().eval()), workdir / "cnn.ts")
+    assert main(["distill", "--teacher", "cnn.ts", "--input-shape", "3,32,32", "--student", "digits_cnn_tiny",
+                 "--steps", "3", "--set", "trainer.batch_size=16", "--run-dir", "run", "--quiet"]) == 0
+    record = json.loads((workdir / "run" / "metrics.json").read_text())
+    assert "dropped loss term 'bn' of the generator (a TorchScript teacher's layers" in record["automatic_choices"]
+    assert (workdir / "run" / "student.pt").exists()
