@@ -71,12 +71,6 @@ def adapt(cfg: Config, spec: InputSpec, teacher: Network | None) -> tuple[Config
                                   f"set it to 0")
             changes[key] = 0.0
             said.append(f"dropped loss term '{term}' of the {player} ({reasons[0]})")
-            for substitute, weight in method.fallbacks.get(term, {}).items():
-                usable = not any(need == "image" and not spec.is_image or missing_layers(need, teacher, spec)
-                                 for need in TERMS.get(substitute).needs)
-                if usable and substitute not in cfg.method.terms.get(player, {}) and substitute not in terms:
-                    changes[f"method.terms.{player}.{substitute}"] = weight
-                    said.append(f"'{substitute}' ({weight:g}) in its place")
     if not changes:
         return cfg, None
     return with_choices(cfg, changes), f"method {cfg.method.name!r} on {spec.describe()}: " + "; ".join(said)

@@ -35,8 +35,6 @@ class Method:
     # True: the method's generator turn adds its samples to the replay pool, and student batches come
     # from the pool alone (the data pool of CMI, Fast-DFKD and NAYER).
     fills_pool: bool = False
-    # A term the teacher cannot serve (e.g. `bn` without BatchNorm) replaced by others: {"bn": {"act": 0.1}}
-    fallbacks: dict[str, dict[str, float]] = field(default_factory=dict)
     args: dict[str, Any] = field(default_factory=dict)  # the method's own settings (method.args) and defaults
     # Allowed range [low, high) of a numeric setting; one not listed must be > 0.
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)

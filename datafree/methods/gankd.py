@@ -25,5 +25,4 @@ register_method(Method(
     data="synthetic",
     terms={"generator": dict(OURS_GENERATOR_TERMS), "student": {"kl": 1.0, "gan": 0.1}, "discriminator": {"gan": 1.0}},
     defaults={**OURS_SYNTHETIC_DEFAULTS, "trainer.d_steps": 1},
-    fallbacks={"bn": {"act": 0.1}},
 ))
