@@ -3,10 +3,13 @@ learning rates, throughput and the budget spent; for data-free runs, health figu
 synthetic batch (class balance, diversity, agreement), histograms and sample grids, and the
 generator-collapse warning; for every run, the dead-student warning.
 
-A dead student (a learning rate too high for it: weights blown into dead ReLUs or a constant
-output) answers every input alike, so its agreement with its targets sits at chance while its
-predictions are uniform or all one class. Training looks normal otherwise (no NaN, a flat loss),
-so the run says so, once, on the console and in TensorBoard.
+A dead student answers every input alike: all one class while its targets spread over several,
+or a uniform answer that agrees with them at chance. Training looks normal otherwise (no NaN, a
+flat loss), so the run says so, once, on the console and in TensorBoard, with the likely cause: a
+learning rate too high for it (weights blown into dead ReLUs or a constant output), or, when the
+teacher is unsure of the samples it is taught on, samples that carry no decision to learn (a
+generator gone astray: seen on mnist5k, where the teacher's top probability on them averaged 0.18
+and a KL at T = 20 between two near-uniform answers was already small).
 """
 from __future__ import annotations
 
@@ -26,6 +29,9 @@ if TYPE_CHECKING:
     from datafree.trainer import Trainer
 
 DEAD_STUDENT_UPDATES = 100  # a stretch this long of dead-looking student updates is warned about
+# All one class while the targets spread: a fresh student does that for its first ~250 updates on mnist5k
+# (LeNet-5-half, seeds 0-4), so only a longer stretch is warned about.
+ONE_CLASS_UPDATES = 500
 
 
 class Reporter:
@@ -50,32 +56,44 @@ class Reporter:
         self.dead_updates, self.dead_warned = state["dead_updates"], state["dead_warned"]
 
     @torch.no_grad()
-    def observe_student(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+    def observe_student(self, logits: torch.Tensor, targets: torch.Tensor,
+                        teacher_logits: torch.Tensor | None = None) -> None:
         """Record how a student batch's answers compare with its targets (no device sync here)."""
         k = logits.shape[1]
         predictions = logits.detach().argmax(1)
         share = torch.bincount(predictions, minlength=k).max() / len(predictions)
+        target_share = torch.bincount(targets, minlength=k).max() / len(targets)
         p = F.softmax(logits.detach().float(), 1)
         entropy = -(p * p.clamp_min(1e-12).log()).sum(1).mean() / math.log(k)
-        self.student_window.append(torch.stack([(predictions == targets).float().mean(), share.float(), entropy]))
+        # Real labels: the teacher's confidence does not matter, count it as sure.
+        sure = (F.softmax(teacher_logits.detach().float(), 1).max(1).values.mean() if teacher_logits is not None
+                else torch.ones((), device=logits.device))
+        self.student_window.append(torch.stack([(predictions == targets).float().mean(), share.float(),
+                                                target_share.float(), entropy, sure]))
 
     def check_dead_student(self) -> None:
         t = self.trainer
         if not self.student_window:
             return
-        agreement, share, entropy = torch.stack(self.student_window).mean(0).tolist()
+        agreement, share, target_share, entropy, sure = torch.stack(self.student_window).mean(0).tolist()
         updates, self.student_window = len(self.student_window), []
         k = t.info.num_classes
-        dead = agreement <= 1.5 / k and (share >= 0.9 or entropy >= 0.98)
-        self.dead_updates = self.dead_updates + updates if dead else 0
-        if dead and not self.dead_warned and self.dead_updates >= DEAD_STUDENT_UPDATES:
+        uniform = entropy >= 0.98 and agreement <= 1.5 / k
+        one_class = share >= 0.9 and target_share <= 0.5
+        self.dead_updates = self.dead_updates + updates if uniform or one_class else 0
+        stretch = DEAD_STUDENT_UPDATES if uniform else ONE_CLASS_UPDATES
+        if (uniform or one_class) and not self.dead_warned and self.dead_updates >= stretch:
             self.dead_warned = True
-            lr = t.cfg.student.optim.lr
-            how = "all one class" if share >= 0.9 else "uniform"
+            how = "uniform" if uniform else "all one class"
+            if sure < 0.5:
+                cause = (f"the teacher is unsure of the samples the student learns from (its top probability "
+                         f"averages {sure:.2f}), so they carry no decision to learn: try another seed or method")
+            else:
+                cause = (f"a learning rate too high for it (student.optim.lr = {t.cfg.student.optim.lr:g}): lower "
+                         f"it, or set student.optim.grad_clip")
             message = (f"step {t.step}: the student is not learning: for {self.dead_updates} updates its answers were "
                        f"{how} and agreed with its targets {agreement:.0%} of the time (chance: {1 / k:.0%}). The "
-                       f"likely cause is a learning rate too high for it (student.optim.lr = {lr:g}): lower it, or "
-                       f"set student.optim.grad_clip")
+                       f"likely cause is {cause}")
             self.monitor.message(message)
             self.monitor.text(t.step, "student/dead", message)
 
