@@ -8,7 +8,7 @@ or a uniform answer that agrees with them at chance. Training looks normal other
 flat loss), so the run says so, once, on the console and in TensorBoard, with the likely cause: a
 learning rate too high for it (weights blown into dead ReLUs or a constant output), or, when the
 teacher is unsure of the samples it is taught on, samples that carry no decision to learn (a
-generator gone astray: seen on mnist5k, where the teacher's top probability on them averaged 0.18
+generator gone astray: seen on mnist5k, where the teacher's top probability on them averaged about 0.2
 and a KL at T = 20 between two near-uniform answers was already small).
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 DEAD_STUDENT_UPDATES = 100  # a stretch this long of dead-looking student updates is warned about
 # All one class while the targets spread: a fresh student does that for its first ~250 updates on mnist5k
-# (LeNet-5-half, seeds 0-4), so only a longer stretch is warned about.
+# (LeNet-5-half, seeds 0, 1, 2, 4: at most 250), so only a longer stretch is warned about.
 ONE_CLASS_UPDATES = 500
 
 
