@@ -56,16 +56,18 @@ class Reporter:
         self.dead_updates, self.dead_warned = state["dead_updates"], state["dead_warned"]
 
     @torch.no_grad()
-    def observe_student(self, logits: torch.Tensor, targets: torch.Tensor,
-                        teacher_logits: torch.Tensor | None = None) -> None:
-        """Record how a student batch's answers compare with its targets (no device sync here)."""
+    def observe_student(self, logits: torch.Tensor, teacher_logits: torch.Tensor | None,
+                        labels: torch.Tensor | None = None) -> None:
+        """Record how a student batch's answers compare with its targets, the teacher's answers or else
+        the labels (no device sync here)."""
         k = logits.shape[1]
+        targets = teacher_logits.argmax(1) if teacher_logits is not None else labels
         predictions = logits.detach().argmax(1)
         share = torch.bincount(predictions, minlength=k).max() / len(predictions)
         target_share = torch.bincount(targets, minlength=k).max() / len(targets)
         p = F.softmax(logits.detach().float(), 1)
         entropy = -(p * p.clamp_min(1e-12).log()).sum(1).mean() / math.log(k)
-        # Real labels: the teacher's confidence does not matter, count it as sure.
+        # Without a teacher (scratch, real labels) there is no confidence to judge: count it as sure.
         sure = (F.softmax(teacher_logits.detach().float(), 1).max(1).values.mean() if teacher_logits is not None
                 else torch.ones((), device=logits.device))
         self.student_window.append(torch.stack([(predictions == targets).float().mean(), share.float(),

@@ -177,8 +177,7 @@ class Trainer:
         if player.name == "student":
             self.counters["student_steps"] += 1
             teacher_logits = batch.teacher.logits if "teacher" in batch.__dict__ else None
-            targets = teacher_logits.argmax(1) if teacher_logits is not None else batch.labels
-            self.reporter.observe_student(batch.student.logits, targets, teacher_logits)
+            self.reporter.observe_student(batch.student.logits, teacher_logits, batch.given_labels)
         self.optimize(player, total)
         out = {f"loss/{player.name}/{k}": v.detach().float() for k, v in terms.items()}
         out[f"loss/{player.name}/total"] = total.detach().float()

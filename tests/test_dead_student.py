@@ -34,7 +34,7 @@ def reporter() -> Reporter:
 def feed(r: Reporter, updates: int, student: torch.Tensor, teacher: torch.Tensor) -> None:
     """`updates` student updates, checked every 100 as the log lines do."""
     for done in range(1, updates + 1):
-        r.observe_student(student, teacher.argmax(1), teacher)
+        r.observe_student(student, teacher)
         if done % 100 == 0:
             r.trainer.step += 20
             r.check_dead_student()
