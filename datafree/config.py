@@ -202,6 +202,9 @@ class TrainerConfig:
     # torch.compile of teacher and student: off by default because it costs more than it gives on short runs
     # (digits, CPU: ~60 s cold compile, ~2 s with a warm cache, for ~9% per step)
     compile: bool = False
+    # After real-data training, BatchNorm statistics recomputed for the final weights over up to 8,192 training
+    # samples: running averages lag the weights (torchvision's MobileNetV3: 22.4% → 97.2%; datafree/precise_bn.py)
+    precise_bn: bool = True
     eval_every: int = 250  # test-set evaluation every N steps (and at the end); 0: only at the end
     log_every: int = 25
     image_every: int = 250  # synthetic sample grids in TensorBoard

@@ -38,6 +38,7 @@ from datafree.evaluation import Evaluator
 from datafree.models import count_parameters
 from datafree.monitor import Monitor
 from datafree.players import Player
+from datafree.precise_bn import PRECISE_BN_SAMPLES, recompute_batchnorm_statistics
 from datafree.reporting import Reporter
 from datafree.synthetic import ReplayPool, SyntheticSource
 
@@ -208,7 +209,7 @@ class Trainer:
         previous = ({s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
                     if self.can_trap_signals() else {})
         started, last_log_time, last_log_samples = time.perf_counter(), time.perf_counter(), self.samples_seen()
-        base_seconds = self.counters["seconds"]
+        base_seconds, step_at_start = self.counters["seconds"], self.step
         try:
             while self.step < settings.steps:
                 self.train_step()
@@ -224,6 +225,9 @@ class Trainer:
                     self.save_checkpoint()
                 if any_rank(self.stop_signal is not None, self.dist):  # ranks may get the signal steps apart
                     raise Interrupted(self.step, self.save_checkpoint(), self.notes.get("command", "distill"))
+            # (not again when a finished run is resumed: its statistics were recomputed before it was saved)
+            if settings.precise_bn and self.stream is not None and self.step > step_at_start:
+                self.recompute_batchnorm_statistics()
             metrics = self.evaluate()
             self.save_checkpoint()
             return metrics
@@ -245,6 +249,17 @@ class Trainer:
         for player, moved in zip(self.players, took_part):
             if moved:  # a player that sat out (a method's warm-up) keeps its schedule for later
                 player.scheduler.step()
+
+    def recompute_batchnorm_statistics(self) -> None:
+        """The trained model's BatchNorm statistics for its final weights, from training batches
+        (datafree/precise_bn.py): a running average lags the weights it was collected under."""
+        batches = (x.contiguous(memory_format=self.memory_format) for x, _ in self.stream)
+        with self.autocast():
+            read = recompute_batchnorm_statistics(self.student, batches, self.cfg.trainer.batch_size,
+                                                  min(PRECISE_BN_SAMPLES, len(self.stream.split)))
+        if read and self.reporter.monitor:
+            self.reporter.monitor.message(f"BatchNorm statistics recomputed for the final weights over {read} "
+                                          f"training batches (trainer.precise_bn)")
 
     def can_trap_signals(self) -> bool:
         return threading.current_thread() is threading.main_thread()
