@@ -197,7 +197,9 @@ def report(command: str, result) -> None:
     if "heldout_agreement" in m and "student_accuracy" not in m:
         figures.append(f"agreement {m['heldout_agreement']:.2f}% on {m['heldout_samples']:,} "
                        "held-out synthetic samples")
-    figures.append(f"{m['student_steps']} steps, {m['seconds']:.1f} s")
+    # student updates, not trainer steps: a data-free step holds several (trainer.s_steps)
+    updates = "updates" if command == "train-teacher" else "student updates"
+    figures.append(f"{m['student_steps']:,} {updates}, {m['seconds']:.1f} s")
     print(f"{command}: " + ", ".join(figures))
     print(f"saved {result.checkpoint}  (run directory {result.run_dir})")
 

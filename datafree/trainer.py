@@ -209,12 +209,14 @@ class Trainer:
         previous = ({s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
                     if self.can_trap_signals() else {})
         started, last_log_time, last_log_samples = time.perf_counter(), time.perf_counter(), self.samples_seen()
-        base_seconds, step_at_start = self.counters["seconds"], self.step
+        base_seconds = self.counters["seconds"]
         try:
             while self.step < settings.steps:
                 self.train_step()
-                self.counters["seconds"] = base_seconds + time.perf_counter() - started
                 last = self.step == settings.steps
+                if last and settings.precise_bn and self.stream is not None:  # before any checkpoint at this step
+                    self.recompute_batchnorm_statistics()
+                self.counters["seconds"] = base_seconds + time.perf_counter() - started
                 if self.step % settings.log_every == 0 or last:
                     now, samples = time.perf_counter(), self.samples_seen()
                     self.reporter.log(samples_per_s=(samples - last_log_samples) / max(now - last_log_time, 1e-9))
@@ -225,9 +227,6 @@ class Trainer:
                     self.save_checkpoint()
                 if any_rank(self.stop_signal is not None, self.dist):  # ranks may get the signal steps apart
                     raise Interrupted(self.step, self.save_checkpoint(), self.notes.get("command", "distill"))
-            # (not again when a finished run is resumed: its statistics were recomputed before it was saved)
-            if settings.precise_bn and self.stream is not None and self.step > step_at_start:
-                self.recompute_batchnorm_statistics()
             metrics = self.evaluate()
             self.save_checkpoint()
             return metrics
