@@ -20,9 +20,13 @@ from datafree.userdata import check_test_data, read_test_data
 
 
 def with_inputs_of(cfg: Config, teacher: Network | None) -> Config:
-    """When the config names no inputs, take the teacher checkpoint's (or say what is missing)."""
-    if "data.name" in cfg.given or cfg.data.input_shape or teacher is None:
+    """When the config names no inputs, take the teacher checkpoint's (or say what is missing). When
+    it gives only their shape, that must be the shape the checkpoint records, whose normalisation
+    is then used unless the config gives one."""
+    if "data.name" in cfg.given or teacher is None:
         return cfg
+    if cfg.data.input_shape:
+        return with_recorded_normalisation(cfg, teacher.spec) if teacher.spec is not None else cfg
     if teacher.spec is None:
         raise ConfigError(f"the teacher ({teacher.kind} {teacher.source}) does not record what inputs it takes; "
                           f"give their shape (Python: input_shape=(3, 32, 32); CLI: --input-shape 3,32,32), with "
@@ -38,6 +42,16 @@ def with_inputs_of(cfg: Config, teacher: Network | None) -> Config:
                    "data.num_classes": spec.num_classes or 0, "data.mean": list(spec.mean or ()),
                    "data.std": list(spec.std or ())}
     return with_choices(cfg, changes)
+
+
+def with_recorded_normalisation(cfg: Config, recorded: InputSpec) -> Config:
+    given = tuple(cfg.data.input_shape)
+    if given != recorded.input_shape:  # a fully convolutional teacher would run, on inputs it never saw
+        raise ConfigError(f"config key 'data.input_shape' is {given} but the teacher checkpoint records inputs of "
+                          f"shape {recorded.input_shape} ({recorded.name}); drop it to use the recorded inputs")
+    if cfg.data.mean or recorded.mean is None:
+        return cfg
+    return with_choices(cfg, {"data.mean": list(recorded.mean), "data.std": list(recorded.std)})
 
 
 def classes_of(teacher: Network, spec: InputSpec) -> int:

@@ -13,6 +13,7 @@ from torch import nn
 import datafree
 from datafree import checkpoint
 from datafree.cli import main
+from datafree.config import load
 
 QUIET = {"trainer.eval_every": 0, "trainer.log_every": 5, "trainer.image_every": 0}
 
@@ -288,3 +289,15 @@ def test_a_torchscript_image_teacher_distils_with_the_default_method(workdir):
     record = json.loads((workdir / "run" / "metrics.json").read_text())
     assert "dropped loss term 'bn' of the generator (a TorchScript teacher's layers" in record["automatic_choices"]
     assert (workdir / "run" / "student.pt").exists()
+
+
+def test_a_shape_other_than_the_checkpoints_is_refused_and_the_same_shape_keeps_its_normalisation(digits_teacher,
+                                                                                                    tmp_path):
+    with pytest.raises(datafree.ConfigError, match=r"'data.input_shape' is \(1, 16, 16\) but the teacher checkpoint "
+                                                   r"records inputs of shape \(1, 8, 8\) \(digits\)"):
+        datafree.distill(digits_teacher, "digits_cnn_half", input_shape=(1, 16, 16), steps=2, run_dir=tmp_path / "a")
+    result = datafree.distill(digits_teacher, "digits_cnn_half", input_shape=(1, 8, 8), steps=2, overrides=QUIET,
+                              run_dir=tmp_path / "b", quiet=True)
+    recorded, used = checkpoint.load_model(digits_teacher).info, load(tmp_path / "b" / "config.toml").data
+    assert result.metrics["heldout_samples"] > 0  # described by shape: no data set, no test split
+    assert (tuple(used.mean), tuple(used.std)) == (recorded.mean, recorded.std) and recorded.mean is not None
