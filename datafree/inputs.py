@@ -23,10 +23,10 @@ def with_inputs_of(cfg: Config, teacher: Network | None) -> Config:
     """When the config names no inputs, take the teacher checkpoint's (or say what is missing). When
     it gives only their shape, that must be the shape the checkpoint records, whose normalisation
     is then used unless the config gives one."""
-    if "data.name" in cfg.given or teacher is None:
+    if "data.name" in cfg.given or teacher is None or (cfg.data.input_shape and teacher.spec is None):
         return cfg
     if cfg.data.input_shape:
-        return with_recorded_normalisation(cfg, teacher.spec) if teacher.spec is not None else cfg
+        return with_recorded_normalisation(cfg, teacher.spec)
     if teacher.spec is None:
         raise ConfigError(f"the teacher ({teacher.kind} {teacher.source}) does not record what inputs it takes; "
                           f"give their shape (Python: input_shape=(3, 32, 32); CLI: --input-shape 3,32,32), with "

@@ -15,8 +15,7 @@ plain average over those batches. Data-free students are not recomputed: there i
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -24,18 +23,13 @@ from torch import nn
 PRECISE_BN_SAMPLES = 8192  # pycls's default
 
 
-def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.running_mean is not None]
-
-
 @torch.no_grad()
-def recompute_batchnorm_statistics(model: nn.Module, batches: Iterator[torch.Tensor], batch_size: int,
-                                   samples: int) -> int:
+def recompute_batchnorm_statistics(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
     """Reset the running statistics of every BatchNorm layer in `model` and average them anew over
-    ceil(samples / batch_size) batches drawn from `batches`, in train mode (momentum None: a
-    cumulative average). Returns how many batches it read (0: the model has no BatchNorm)."""
-    layers = batchnorm_layers(model)
+    `batches`, in train mode (momentum None: a cumulative average). Returns how many batches it
+    read (0: the model has no BatchNorm, and none is read)."""
+    layers = [m for m in model.modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
     if not layers:
         return 0
     momenta, was_training = [layer.momentum for layer in layers], model.training
@@ -43,10 +37,11 @@ def recompute_batchnorm_statistics(model: nn.Module, batches: Iterator[torch.Ten
         layer.reset_running_stats()
         layer.momentum = None
     model.train()
-    count = math.ceil(samples / batch_size)
+    count = 0
     try:
-        for _ in range(count):
-            model(next(batches))
+        for x in batches:
+            model(x)
+            count += 1
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum

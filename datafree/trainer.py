@@ -15,6 +15,8 @@ Building the players is `build.py`'s job, saving and restoring them `runstate.py
 from __future__ import annotations
 
 import contextlib
+import itertools
+import math
 import signal
 import threading
 import time
@@ -252,10 +254,10 @@ class Trainer:
     def recompute_batchnorm_statistics(self) -> None:
         """The trained model's BatchNorm statistics for its final weights, from training batches
         (datafree/precise_bn.py): a running average lags the weights it was collected under."""
-        batches = (x.contiguous(memory_format=self.memory_format) for x, _ in self.stream)
+        count = math.ceil(min(PRECISE_BN_SAMPLES, len(self.stream.split)) / self.cfg.trainer.batch_size)
+        batches = (x.contiguous(memory_format=self.memory_format) for x, _ in itertools.islice(self.stream, count))
         with self.autocast():
-            read = recompute_batchnorm_statistics(self.student, batches, self.cfg.trainer.batch_size,
-                                                  min(PRECISE_BN_SAMPLES, len(self.stream.split)))
+            read = recompute_batchnorm_statistics(self.student, batches)
         if read and self.reporter.monitor:
             self.reporter.monitor.message(f"BatchNorm statistics recomputed for the final weights over {read} "
                                           f"training batches (trainer.precise_bn)")
