@@ -58,12 +58,14 @@ def classes_of(teacher: Network, spec: InputSpec) -> int:
     """How many classes the teacher predicts, from one dry forward pass on zero inputs."""
     try:
         out = dry_forward(teacher.module, spec.input_shape)
+    except ConfigError:
+        raise
     except Exception as e:  # noqa: BLE001  whatever the user's model raises for the wrong shape
         raise ConfigError(f"the teacher does not take inputs of shape {spec.input_shape} "
                           f"({str(e).splitlines()[0][:160] if str(e) else type(e).__name__}); "
                           "check the input shape") from None
-    if not hasattr(out, "dim") or out.dim() != 2:
-        shape = tuple(out.shape[1:]) if hasattr(out, "shape") else type(out).__name__
+    if out.dim() != 2:
+        shape = tuple(out.shape[1:])
         raise ConfigError(f"the teacher maps inputs of shape {spec.input_shape} to {shape}, not to class logits "
                           f"(batch, classes); check the input shape")
     if out.shape[1] < 2:

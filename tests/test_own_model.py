@@ -129,6 +129,24 @@ def test_a_module_teacher_without_an_input_shape_is_told_what_to_give(task, tmp_
         datafree.distill(teacher, mlp_student(), "kd", input_shape=(20,), steps=2, run_dir=tmp_path / "run")
 
 
+class LogitsAndFeatures(nn.Module):
+    """A model whose forward returns (logits, features), as many do."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net(x), x
+
+
+def test_a_teacher_or_student_returning_a_tuple_is_told_to_return_logits_alone(task, tmp_path):
+    teacher, _, _ = task
+    for pair in ((LogitsAndFeatures(teacher), mlp_student()), (teacher, LogitsAndFeatures(mlp_student()))):
+        with pytest.raises(datafree.ConfigError, match=r"^a LogitsAndFeatures returns a tuple, not a tensor of class"):
+            datafree.distill(*pair, input_shape=(20,), steps=2, run_dir=tmp_path / "run")
+
+
 def test_an_input_spec_carries_mean_and_std(tmp_path):
     spec = datafree.InputSpec((1, 8, 8), mean=(0.3,), std=(0.37,))
     x = torch.rand(4, 1, 8, 8)

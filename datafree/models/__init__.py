@@ -82,7 +82,11 @@ def eval_mode(*models: nn.Module) -> Iterator[None]:
 def dry_forward(model: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
     """The model's output for a batch of two zero inputs (in eval mode, without autograd)."""
     with eval_mode(model):
-        return model(torch.zeros(2, *input_shape, device=next(model.parameters()).device))
+        out = model(torch.zeros(2, *input_shape, device=next(model.parameters()).device))
+    if not isinstance(out, torch.Tensor):  # e.g. (logits, features), or a dict of outputs
+        raise ConfigError(f"a {type(model).__name__} returns a {type(out).__name__}, not a tensor of class logits; "
+                          "give a module whose forward returns the logits alone (a wrapper returning model(x)[0])")
+    return out
 
 
 def check_model_io(model: nn.Module, name: str, num_classes: int, input_shape: tuple[int, ...]) -> None:
