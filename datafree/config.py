@@ -271,6 +271,10 @@ class Config:
                 section.check(f.name)
         self.check_replay()
         self.check_names()
+        if 0 < self.trainer.steps <= self.method.warmup:  # a run that ends in the warm-up returns an untrained student
+            raise ConfigError(f"config key 'trainer.steps' is {self.trainer.steps}, within the {self.method.warmup} "
+                              f"warm-up steps of method {self.method.name!r} that only synthesise: the student would "
+                              f"never train; give more steps or set method.warmup lower")
 
     def check_replay(self) -> None:
         """A replay pool smaller than the replayed part of a student batch would fill and never be read."""

@@ -102,6 +102,14 @@ def test_replay_and_nesterov_settings_that_would_break_the_run_are_refused(overr
         load(overrides=override)
 
 
+def test_a_run_that_would_end_within_the_warm_up_is_refused():
+    # fast's 20 warm-up steps only synthesise: 4 steps used to save an untrained student
+    with pytest.raises(ConfigError, match=r"^config key 'trainer.steps' is 4, within the 20 warm-up steps"):
+        load(overrides={"method.name": "fast", "trainer.steps": 4})
+    load(overrides={"method.name": "fast", "trainer.steps": 21})
+    load(overrides={"method.name": "fast", "trainer.steps": 4, "method.warmup": 3})
+
+
 def test_replay_and_nesterov_settings_at_the_edge_are_accepted():
     load(overrides={"generator.replay_size": 32, "generator.replay_fraction": 0.5, "trainer.batch_size": 64})
     load(overrides={"generator.replay_size": 0, "generator.replay_fraction": 1.0})  # pool off: fraction unused
