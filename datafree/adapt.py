@@ -18,6 +18,7 @@ from datafree.errors import ConfigError
 from datafree.hooks import find_stage_layers
 from datafree.methods import METHODS
 from datafree.methods.terms import TERMS
+from datafree.models import batchnorm_layers
 from datafree.sources import Network
 from datafree.spec import InputSpec
 
@@ -31,7 +32,7 @@ def missing_layers(need: str, teacher: Network | None, spec: InputSpec) -> str |
     if teacher.scripted:
         return "a TorchScript teacher's layers cannot be read by hooks"
     layers = list(teacher.module.modules())
-    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None for m in layers)
+    has_bn = bool(batchnorm_layers(teacher.module))
     if need in ("teacher.bn", "teacher.bn_stats") and not has_bn:
         return "the teacher has no BatchNorm layers"
     if need == "teacher.instance" and not has_bn and not (  # the hooks read stages, else BatchNorm inputs (hooks.py)

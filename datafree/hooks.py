@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from datafree.errors import ConfigError
-from datafree.models import dry_forward
+from datafree.models import batchnorm_layers, dry_forward
 
 
 @dataclass
@@ -49,8 +49,7 @@ class Probe:
         self._out: Outputs | None = None
         # removed by close(): the user's module is left as found
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
-        self.bn_layers = [m for m in inner.modules()
-                          if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+        self.bn_layers = batchnorm_layers(inner)
         for m in self.bn_layers:
             self.handles.append(m.register_forward_hook(self._bn_hook))
         linears = [m for m in inner.modules() if isinstance(m, nn.Linear)]

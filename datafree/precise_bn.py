@@ -20,6 +20,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from datafree.models import batchnorm_layers
+
 PRECISE_BN_SAMPLES = 8192  # pycls's default
 
 
@@ -28,8 +30,7 @@ def recompute_batchnorm_statistics(model: nn.Module, batches: Iterable[torch.Ten
     """Reset the running statistics of every BatchNorm layer in `model` and average them anew over
     `batches`, in train mode (momentum None: a cumulative average). Returns how many batches it
     read (0: the model has no BatchNorm, and none is read)."""
-    layers = [m for m in model.modules()
-              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+    layers = batchnorm_layers(model)
     if not layers:
         return 0
     momenta, was_training = [layer.momentum for layer in layers], model.training

@@ -79,6 +79,12 @@ def eval_mode(*models: nn.Module) -> Iterator[None]:
             m.train(mode)
 
 
+def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
+    """The model's BatchNorm layers that keep running statistics (what the `bn` prior matches and
+    PreciseBN recomputes)."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+
+
 def dry_forward(model: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
     """The model's output for a batch of two zero inputs (in eval mode, without autograd)."""
     with eval_mode(model):
