@@ -10,12 +10,15 @@ def test_translate_equals_kornias_affine_translation(shape):
     """The hand-written shift is kornia's RandomAffine(translate) for the same translations."""
     import kornia.augmentation as K
 
+    torch.manual_seed(0)
     affine = K.RandomAffine(degrees=0.0, translate=(0.125, 0.125), p=1.0)
     x = torch.randn(shape)
     params = affine.forward_parameters(x.shape)
     pixels = params["translations"]  # kornia's (x, y) translations, in pixels
     fractions = pixels / torch.tensor([shape[3], shape[2]], dtype=pixels.dtype)
-    assert torch.allclose(translate(x, fractions), affine(x, params=params), atol=1e-5)
+    # the two build their sampling grids differently: float32 rounding differs by up to ~2e-5 (300 seeds);
+    # a shift off by a tenth of a pixel would differ by ~0.1
+    assert torch.allclose(translate(x, fractions), affine(x, params=params), atol=1e-4)
 
 
 def test_random_shift_moves_each_sample_within_its_range():
