@@ -114,7 +114,6 @@ def test_inversion_methods_need_a_pool(digits_teacher):
 
 
 def test_cmi_contrasts_the_stage_statistics_of_a_teacher_without_batchnorm():
-    torch.manual_seed(0)
     teacher = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
                                   torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 10)).eval()
     images = InputSpec((1, 8, 8), 10)

@@ -16,7 +16,6 @@ def slow_statistics_cnn(momentum: float = 0.001) -> nn.Module:
 
 
 def test_the_statistics_become_the_average_over_the_batches_read():
-    torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, momentum=0.01)).eval()
     batches = [torch.randn(16, 1, 8, 8) * 3 + 1 for _ in range(4)]
     assert recompute_batchnorm_statistics(model, batches) == 4

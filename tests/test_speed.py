@@ -116,7 +116,6 @@ def three_channel_digits() -> Dataset:
                                              ("gankd", ["discriminator", "student"])])
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_channels_last_reaches_weights_and_batches(method, players, channels_last):
-    torch.manual_seed(0)
     teacher = create_model("digits_cnn", 10, (3, 8, 8), width=4)
     trainer = make_trainer(method, teacher, three_channel_digits(), channels=3,
                            **{"trainer.channels_last": channels_last})
