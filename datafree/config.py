@@ -135,6 +135,8 @@ class GeneratorConfig:
     replay_size: int = 0  # 0 disables the pool
     replay_mb: float = 256.0
     replay_fraction: float = 0.5  # share of each student batch drawn from the pool once it is filled
+    # Once full, the pool keeps a uniform sample of every sample so far ("reservoir") or the latest ("ring")
+    replay_policy: Literal["reservoir", "ring"] = "reservoir"
     augment: list[str] = field(default_factory=list)  # augmentations of student batches (images; datafree/augment.py)
     # Collapse is reported when, after the first 10% of steps (and at least collapse_warmup steps), a
     # fresh synthetic batch has a class balance (entropy of the teacher's predicted classes / log K) or

@@ -14,15 +14,21 @@ from datafree.config import replay_count
 
 
 class ReplayPool:
-    """A ring buffer of past synthetic samples on the training device, stored in fp16 (fp32 for
-    samples beyond fp16's range), holding at most `max_samples` and at most `max_bytes`. It grows
-    as it fills, so a short run never allocates the whole budget."""
+    """Past synthetic samples on the training device, stored in fp16 (fp32 for samples beyond fp16's
+    range), holding at most `max_samples` and at most `max_bytes`. It grows as it fills, so a short run
+    never allocates the whole budget.
 
-    def __init__(self, max_samples: int, max_bytes: float) -> None:
-        self.max_samples, self.max_bytes = max_samples, max_bytes
+    Once full, `policy` says which samples it keeps. "reservoir" (the default) keeps a uniform sample of
+    every sample ever added (Vitter's algorithm R), as CMI, Fast-DFKD and NAYER keep every round: the
+    student keeps seeing what the generator made early on, so a generator that later narrows onto a few
+    classes cannot make it forget the rest (on mnist5k a 4,000-step `ours` run ends at 93.6% instead of
+    33.2%). "ring" keeps the most recent samples."""
+
+    def __init__(self, max_samples: int, max_bytes: float, policy: str = "reservoir") -> None:
+        self.max_samples, self.max_bytes, self.policy = max_samples, max_bytes, policy
         self.capacity = 0  # known at the first add, from the sample size
         self.samples: torch.Tensor | None = None
-        self.count = 0  # samples ever added; the buffer holds the last `capacity`
+        self.count = 0  # samples ever added
 
     def __len__(self) -> int:
         return min(self.count, self.capacity)
@@ -36,16 +42,23 @@ class ReplayPool:
             sample_bytes = x[0].numel() * dtype.itemsize
             self.capacity = max(1, min(self.max_samples, int(self.max_bytes // sample_bytes)))
             self.samples = torch.empty(0, *x.shape[1:], device=x.device, dtype=dtype)
-        x = x[: self.capacity]
-        needed = min(self.capacity, self.count + len(x))
+        seen = self.count + torch.arange(len(x), device=x.device)  # how many samples came before each
+        if self.policy == "ring":
+            slot = seen % self.capacity
+        elif self.count + len(x) <= self.capacity:  # not full yet: no random draw, as with the ring
+            slot = seen
+        else:  # the n-th sample takes a uniformly drawn slot with probability capacity / n
+            slot = torch.where(seen < self.capacity, seen, (torch.rand(len(x), device=x.device) * (seen + 1)).long())
+        kept = slot < self.capacity
+        slot, x = last_write_wins(slot[kept], x[kept])
+        needed = min(self.capacity, self.count + len(seen))
         if needed > len(self.samples):  # grow (doubling) up to the capacity
             grown = torch.empty(min(self.capacity, max(needed, 2 * len(self.samples))), *self.samples.shape[1:],
                                 device=self.samples.device, dtype=self.samples.dtype)
             grown[: len(self.samples)] = self.samples
             self.samples = grown
-        idx = (self.count + torch.arange(len(x), device=x.device)) % self.capacity
-        self.samples[idx] = x.to(self.samples.dtype)
-        self.count += len(x)
+        self.samples[slot] = x.to(self.samples.dtype)
+        self.count += len(seen)
 
     def sample(self, n: int) -> torch.Tensor:
         idx = torch.randint(0, len(self), (n,), device=self.samples.device)
@@ -60,6 +73,16 @@ class ReplayPool:
         self.count, self.capacity = state["count"], state["capacity"]
         if state["samples"] is not None:  # slot i gets back what it held when saved
             self.samples = state["samples"].to(device)
+
+
+def last_write_wins(slot: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The writes of one batch, keeping only the last sample aimed at each slot: an indexed assignment
+    with repeated indices leaves which one lands unspecified (it differs between devices)."""
+    order = torch.argsort(slot, stable=True)
+    slot = slot[order]
+    last = torch.ones_like(slot, dtype=torch.bool)
+    last[:-1] = slot[1:] != slot[:-1]
+    return slot[last], x[order[last]]
 
 
 class SyntheticSource:

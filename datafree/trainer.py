@@ -73,7 +73,7 @@ class Trainer:
                                       augment=cfg.data.augment, rank=dist.rank, world_size=dist.world_size)
         else:
             gc = cfg.generator
-            self.pool = ReplayPool(gc.replay_size, gc.replay_mb * 2**20) if gc.replay_size else None
+            self.pool = ReplayPool(gc.replay_size, gc.replay_mb * 2**20, gc.replay_policy) if gc.replay_size else None
             self.synthetic = SyntheticSource(self.generator, settings.batch_size, self.pool,
                                              1.0 if self.method.fills_pool else gc.replay_fraction,
                                              build_augmentation(gc.augment, self.info.input_shape),

@@ -28,6 +28,8 @@ STEPS = {"ours": 40, "kd": 200}
 SETTINGS = ["--quiet", "--seed", "3", "--set", "student.args.width=4", "--set", "trainer.batch_size=32",
             "--set", "trainer.checkpoint_every=5", "--set", "trainer.threads=1", "--set", "trainer.eval_every=0",
             "--set", "trainer.image_every=0", "--set", "trainer.log_every=5"]
+# A pool of 256 fills within a few steps, so the resumed runs replace samples in it (reservoir draws)
+METHOD_SETTINGS = {"ours": ["--set", "generator.replay_size=256"], "kd": []}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -38,7 +40,7 @@ def datafree(*args: str) -> subprocess.Popen:
 
 def distill(teacher: Path, method: str, run_dir: Path) -> subprocess.Popen:
     return datafree("distill", "--teacher", str(teacher), "--method", method, "--steps", str(STEPS[method]),
-                    "--run-dir", str(run_dir), *SETTINGS)
+                    "--run-dir", str(run_dir), *SETTINGS, *METHOD_SETTINGS[method])
 
 
 def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:

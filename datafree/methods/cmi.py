@@ -16,8 +16,8 @@ Rounds run `g_steps` = 200 in the CIFAR configs but 50 on digits (CPU budget) at
 learning rate: at 1e-3, 50 steps from a re-initialised generator leave the samples half formed
 (student after 30 rounds, one seed: 69.8% at 1e-3; 90.7% at 5e-3; 91.8% at 1e-2; 96.4% with the
 reference's 200 steps at 1e-3, which costs 3× the time). `s_steps` student updates follow each
-round. The pool is a ring buffer (generator.replay_size / replay_mb) where the reference keeps
-every round; the bank holds method.args.bank_size entries (reference 40,960);
+round. The pool holds a uniform sample of all rounds once full (generator.replay_size / replay_mb) where
+the reference keeps every round; the bank holds method.args.bank_size entries (reference 40,960);
 under torchrun it is refused.
 """
 import torch

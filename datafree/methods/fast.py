@@ -14,8 +14,9 @@ Deviations: the decision-adversarial term (`adv_dkl`) is computed at method.temp
 the student's KL temperature) where the reference computes it at T = 1 (not re-tuned here).
 One round per iteration with `s_steps` student updates after it (the reference: one
 round per epoch of 400 student steps; the digits configs use fewer student steps per round and
-more rounds, so that the pool grows at a CPU budget); the pool is a ring buffer of at most
-generator.replay_size samples / replay_mb megabytes (the reference keeps every round on disk);
+more rounds, so that the pool grows at a CPU budget); the pool holds at most
+generator.replay_size samples / replay_mb megabytes, once full a uniform sample of all rounds (the
+reference keeps every round on disk);
 the student trains in train mode on pool batches with the project's shift augmentation where
 the reference applies its data set's crop + flip transform; under torchrun it is refused.
 """

@@ -12,8 +12,9 @@ student distils on the pool (KL at T = 20).
 Deviations: the decision-adversarial term (`adv_dkl`) is computed at method.temperature (20,
 the student's KL temperature) where the reference computes it at T = 1 (not re-tuned here).
 Class embeddings are fixed random vectors, not text embeddings of class names (see
-generators/nayer.py); the pool is a ring buffer (generator.replay_size / replay_mb); iterations
-stand for the reference's epochs, with `s_steps` student updates each; under torchrun it is refused.
+generators/nayer.py); the pool (generator.replay_size / replay_mb) keeps a uniform sample of all
+rounds once full; iterations stand for the reference's epochs, with `s_steps` student updates each;
+under torchrun it is refused.
 """
 import math
 

@@ -32,7 +32,8 @@ from datafree.methods import Method, register_method
 OURS_GENERATOR_TERMS = {"adv_dkl": 1.0, "bn": 10.0, "oh": 1.0, "balance": 5.0}
 OURS_SYNTHETIC_DEFAULTS = {
     "trainer.g_steps": 1, "trainer.s_steps": 5, "method.temperature": 20.0,
-    # A long memory: with 32 fresh samples per student update, 131,072 span the last ~800 steps.
+    # A long memory: 131,072 samples hold the first ~800 steps (32 fresh samples per student update),
+    # then a uniform sample of the whole run (the pool's reservoir policy).
     "generator.replay_size": 131072, "generator.replay_fraction": 0.5, "generator.augment": ["shift"],
     # 3× DCGAN's usual 1e-3: the student learns only as fast as the generator's samples take shape.
     "generator.optim.lr": 3e-3,
