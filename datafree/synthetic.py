@@ -21,8 +21,8 @@ class ReplayPool:
     Once full, `policy` says which samples it keeps. "reservoir" (the default) keeps a uniform sample of
     every sample ever added (Vitter's algorithm R), as CMI, Fast-DFKD and NAYER keep every round: the
     student keeps seeing what the generator made early on, so a generator that later narrows onto a few
-    classes cannot make it forget the rest (on mnist5k a 4,000-step `ours` run ends at 93.6% instead of
-    33.2%). "ring" keeps the most recent samples."""
+    classes cannot make it forget the rest (4,000 `ours` steps on mnist5k, seeds 0 and 1: 93.6 and 95.3%
+    at the end instead of 33.2 and 77.8%). "ring" keeps the most recent samples."""
 
     def __init__(self, max_samples: int, max_bytes: float, policy: str = "reservoir") -> None:
         self.max_samples, self.max_bytes, self.policy = max_samples, max_bytes, policy
