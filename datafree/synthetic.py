@@ -7,6 +7,8 @@ Augmentation (geometric, applied in the normalised space) multiplies what each s
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -24,7 +26,7 @@ class ReplayPool:
     classes cannot make it forget the rest (4,000 `ours` steps on mnist5k, seeds 0 and 1: 93.6 and 95.3%
     at the end instead of 33.2 and 77.8%). "ring" keeps the most recent samples."""
 
-    def __init__(self, max_samples: int, max_bytes: float, policy: str = "reservoir") -> None:
+    def __init__(self, max_samples: int, max_bytes: float, policy: Literal["reservoir", "ring"] = "reservoir") -> None:
         self.max_samples, self.max_bytes, self.policy = max_samples, max_bytes, policy
         self.capacity = 0  # known at the first add, from the sample size
         self.samples: torch.Tensor | None = None
@@ -42,23 +44,24 @@ class ReplayPool:
             sample_bytes = x[0].numel() * dtype.itemsize
             self.capacity = max(1, min(self.max_samples, int(self.max_bytes // sample_bytes)))
             self.samples = torch.empty(0, *x.shape[1:], device=x.device, dtype=dtype)
-        seen = self.count + torch.arange(len(x), device=x.device)  # how many samples came before each
+        n_added = len(x)
+        seen = self.count + torch.arange(n_added, device=x.device)  # how many samples came before each
         if self.policy == "ring":
             slot = seen % self.capacity
-        elif self.count + len(x) <= self.capacity:  # not full yet: no random draw, as with the ring
+        elif self.count + n_added <= self.capacity:  # not full yet: no random draw, as with the ring
             slot = seen
         else:  # the n-th sample takes a uniformly drawn slot with probability capacity / n
-            slot = torch.where(seen < self.capacity, seen, (torch.rand(len(x), device=x.device) * (seen + 1)).long())
+            slot = torch.where(seen < self.capacity, seen, (torch.rand(n_added, device=x.device) * (seen + 1)).long())
         kept = slot < self.capacity
         slot, x = last_write_wins(slot[kept], x[kept])
-        needed = min(self.capacity, self.count + len(seen))
+        needed = min(self.capacity, self.count + n_added)
         if needed > len(self.samples):  # grow (doubling) up to the capacity
             grown = torch.empty(min(self.capacity, max(needed, 2 * len(self.samples))), *self.samples.shape[1:],
                                 device=self.samples.device, dtype=self.samples.dtype)
             grown[: len(self.samples)] = self.samples
             self.samples = grown
         self.samples[slot] = x.to(self.samples.dtype)
-        self.count += len(seen)
+        self.count += n_added
 
     def sample(self, n: int) -> torch.Tensor:
         idx = torch.randint(0, len(self), (n,), device=self.samples.device)
