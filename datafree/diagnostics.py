@@ -41,7 +41,8 @@ class CollapseDetector:
         problems = []
         if balance < self.min_balance:
             problems.append(f"class balance {balance:.2f} < {self.min_balance} (teacher predicts class "
-                            f"{top_class} for {top_share:.0%} of samples)")
+                            f"{top_class} for {top_share:.0%} of samples; the term that can pull it back: "
+                            "method.terms.generator.coverage=5 in place of balance)")
         if spread < self.min_diversity:
             problems.append(f"sample diversity {spread:.3f} < {self.min_diversity} (samples nearly identical)")
         if problems and not self.collapsed:

@@ -63,6 +63,16 @@ def balance(teacher_logits: torch.Tensor) -> torch.Tensor:
     return (p_mean * p_mean.clamp_min(1e-12).log()).sum() + math.log(teacher_logits.shape[1])
 
 
+def coverage(teacher_logits: torch.Tensor) -> torch.Tensor:
+    """KL(uniform ‖ p̄) of the batch-mean teacher softmax p̄, in log space: −(1/K) Σ_k log p̄_k − log K.
+    Zero when the classes are used equally, as `balance`, and the same to second order near there; but
+    where `balance`'s gradient vanishes once one class takes the whole batch and the softmax saturates,
+    this one keeps about 1/(K·N) per logit however small a class's share gets, so it can pull a
+    collapsed generator back."""
+    log_p_mean = torch.logsumexp(F.log_softmax(teacher_logits, 1), 0) - math.log(len(teacher_logits))
+    return -log_p_mean.mean() - math.log(teacher_logits.shape[1])
+
+
 def total_variation(images: torch.Tensor) -> torch.Tensor:
     """Squared differences of neighbouring pixels: the smoothness prior of DeepInversion."""
     dh = images[..., 1:, :] - images[..., :-1, :]

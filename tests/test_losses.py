@@ -38,6 +38,22 @@ def test_balance_is_zero_for_uniform_classes_and_log_k_for_one():
     assert torch.allclose(losses.balance(one_class), torch.tensor(math.log(4)), atol=1e-4)
 
 
+def test_coverage_matches_balance_near_uniform_and_keeps_a_gradient_where_balance_has_none():
+    uniform = torch.eye(4) * 50
+    assert losses.coverage(uniform).abs() < 1e-5
+    near = torch.eye(4) * 0.3  # p̄ close to uniform: both ≈ (K/2)·Σ(p̄ − 1/K)²
+    assert torch.allclose(losses.coverage(near), losses.balance(near), rtol=0.05)
+    collapsed = torch.zeros(8, 4)
+    collapsed[:, 2] = 40.0  # a saturated one-class batch
+    gradients = {}
+    for name in ("balance", "coverage"):
+        logits = collapsed.clone().requires_grad_()
+        getattr(losses, name)(logits).backward()
+        gradients[name] = logits.grad.abs().max().item()
+    assert gradients["balance"] < 1e-12
+    assert gradients["coverage"] > 0.01  # ≈ 1/(K·N) = 0.031 per logit
+
+
 def test_one_hot_uses_labels_when_given():
     t = torch.tensor([[3.0, 0.0], [0.0, 3.0]])
     assert losses.one_hot(t) < losses.one_hot(t, torch.tensor([1, 0]))

@@ -44,8 +44,8 @@ def test_every_registry_is_populated():
     assert {"digits", "mnist", "cifar10", "cifar100", "svhn", "fashion_mnist", "imagefolder", "wine"} <= set(DATASETS)
     assert {"scratch", "kd", "dfad", "zskt", "dafl", "deepinv", "dfq", "ours", "gankd",
             "gankd_datafree"} <= set(METHODS)
-    assert {"adv_l1", "adv_kl", "adv_js", "adv_dkl", "l1", "kl", "bn", "oh", "act", "balance", "tv", "at", "gan",
-            "r1"} <= set(TERMS)
+    assert {"adv_l1", "adv_kl", "adv_js", "adv_dkl", "l1", "kl", "bn", "oh", "act", "balance", "coverage", "tv", "at",
+            "gan", "r1"} <= set(TERMS)
     assert {"digits_cnn", "digits_cnn_half", "mlp", "lenet5", "resnet18", "wrn40_2", "vgg11_bn"} <= set(MODELS)
     assert {"dcgan", "dcgan_conditional", "mlp"} <= set(GENERATORS)
     assert {"logit", "conditional", "feature"} <= set(DISCRIMINATORS)

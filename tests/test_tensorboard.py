@@ -218,6 +218,7 @@ def test_generator_collapse_is_reported_with_its_step_and_figures(digits_teacher
     top_class = int(trainer.teacher(trainer.info.normalize(digit)).argmax())
     assert collapse.startswith("step 5: generator collapse")
     assert "class balance 0.00 < 0.5" in collapse and f"class {top_class} for 100% of samples" in collapse
+    assert "method.terms.generator.coverage=5" in collapse  # names the remedy
     assert "sample diversity 0.000 < 0.05" in collapse
     assert recovered.startswith("step 7: generator recovered")
 

@@ -150,6 +150,14 @@ def balance(b: Batch) -> torch.Tensor:
     return losses.balance(b.teacher.logits)
 
 
+@term("coverage", ("generator",))
+def coverage(b: Batch) -> torch.Tensor:
+    """KL(uniform ‖ batch-mean teacher prediction): a class balance that pulls back a one-class collapse.
+
+    `balance` measured the other way; its gradient survives where `balance`'s vanishes."""
+    return losses.coverage(b.teacher.logits)
+
+
 @term("tv", ("generator",), needs=("image",))
 def total_variation(b: Batch) -> torch.Tensor:
     """Squared total variation of the samples (image prior)."""
