@@ -32,8 +32,16 @@ def agreement(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> flo
 
 
 class CollapseDetector:
+    """Says when the generator's samples fall below a class balance or a diversity, and when they
+    are clear of it again. Recovery needs a margin above the thresholds (hysteresis): a generator
+    hovering at the threshold would otherwise print collapse, recovered, collapse within a few log
+    lines (mnist5k, class balance 0.50, 0.58, 0.41 at steps 775, 800, 900 of one run)."""
+
     def __init__(self, min_balance: float, min_diversity: float) -> None:
         self.min_balance, self.min_diversity = min_balance, min_diversity
+        # clear of a collapse: 0.1 above the balance threshold (half-way to 1 at most; none when it is off)
+        self.recovered_balance = min_balance + min(0.1, (1 - min_balance) / 2) if min_balance > 0 else 0.0
+        self.recovered_diversity = 1.1 * min_diversity
         self.collapsed = False
 
     def check(self, step: int, balance: float, spread: float, top_class: int, top_share: float) -> str | None:
@@ -48,7 +56,8 @@ class CollapseDetector:
         if problems and not self.collapsed:
             self.collapsed = True
             return f"step {step}: generator collapse: " + "; ".join(problems)
-        if not problems and self.collapsed:
+        clear = balance >= self.recovered_balance and spread >= self.recovered_diversity
+        if clear and self.collapsed:
             self.collapsed = False
             return f"step {step}: generator recovered (class balance {balance:.2f}, diversity {spread:.3f})"
         return None

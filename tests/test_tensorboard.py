@@ -245,3 +245,18 @@ def test_logging_does_not_change_what_a_run_trains(digits_teacher, tmp_path):
                                   overrides=run_overrides(**{"trainer.log_every": every, "trainer.image_every": every}))
         students.append(result.model.state_dict())
     assert all(torch.equal(v, students[1][k]) for k, v in students[0].items())
+
+
+def test_collapse_detector_needs_a_margin_to_call_a_recovery():
+    """A generator hovering at the threshold is one collapse, not a stream of collapse/recovered lines."""
+    from datafree.diagnostics import CollapseDetector
+
+    detector = CollapseDetector(min_balance=0.5, min_diversity=0.05)
+    said = {step: detector.check(step, balance, 1.0, 3, 0.7)
+            for step, balance in [(1, 0.9), (2, 0.45), (3, 0.58), (4, 0.41), (5, 0.62)]}
+    assert said[1] is None and said[3] is None and said[4] is None
+    assert said[2].startswith("step 2: generator collapse") and said[5].startswith("step 5: generator recovered")
+    spread_only = CollapseDetector(min_balance=0.0, min_diversity=0.05)  # balance check off: diversity alone
+    assert spread_only.check(1, 0.0, 0.01, 3, 1.0).startswith("step 1: generator collapse")
+    assert spread_only.check(2, 0.0, 0.052, 3, 1.0) is None
+    assert spread_only.check(3, 0.0, 0.06, 3, 1.0).startswith("step 3: generator recovered")
