@@ -23,6 +23,7 @@ from torch import nn
 from datafree.errors import ConfigError
 from datafree.spec import InputSpec
 from generators import Generator, check_noise_size, register_generator
+from generators.resize_conv import ResizeConvSequential
 
 
 def default_width(info: InputSpec, reference_parameters: int | None) -> int:
@@ -60,7 +61,8 @@ class DCGANGenerator(Generator):
         if conditional:
             self.embed = nn.Embedding(info.num_classes, nz)
         self.project = nn.Linear(nz, 2 * width * self.init_hw[0] * self.init_hw[1])
-        self.body = nn.Sequential(
+        # each Upsample → Conv3×3 pair runs as one convolution of the small image (generators/resize_conv.py)
+        self.body = ResizeConvSequential(
             nn.BatchNorm2d(2 * width),
             nn.Upsample(scale_factor=2),
             nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),

@@ -1,0 +1,56 @@
+"""The generators' fused upsampling convolution computes what the plain layers compute."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import datafree  # noqa: F401  (imports the generators package in its order)
+from datafree.spec import InputSpec
+from generators import resize_conv
+from generators.dcgan import DCGANGenerator
+from generators.resize_conv import ResizeConvSequential, upsample_conv
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("shape", [(3, 5, 4, 7), (2, 6, 8, 8), (1, 2, 1, 1)])
+def test_upsample_conv_matches_upsample_then_conv_with_gradients(bias: bool, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(shape[1], 4, 3, padding=1, bias=bias)
+    x = torch.randn(*shape, requires_grad=True)
+    plain = conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+    fused = upsample_conv(x, conv)
+    assert fused.shape == plain.shape
+    torch.testing.assert_close(fused, plain)
+    upstream = torch.randn_like(plain)
+    wanted = torch.autograd.grad((plain * upstream).sum(), [x, *conv.parameters()])
+    got = torch.autograd.grad((fused * upstream).sum(), [x, *conv.parameters()])
+    for g, w in zip(got, wanted):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape, fused_pairs", [((3, 32, 28), 2), ((1, 8, 8), 0)])
+def test_dcgan_body_fuses_large_enough_images_and_keeps_the_plain_layers(
+        shape: tuple[int, ...], fused_pairs: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    generator = DCGANGenerator(InputSpec(shape, 10, (0.5,) * shape[0], (0.25,) * shape[0]), width=8).eval()
+    assert isinstance(generator.body, ResizeConvSequential)
+    plain = nn.Sequential(*generator.body)  # the same layers (same state dict), run one by one
+    assert plain.state_dict().keys() == generator.body.state_dict().keys()
+    calls = []
+    monkeypatch.setattr(resize_conv, "upsample_conv", lambda *a: calls.append(a) or upsample_conv(*a))
+    h = torch.randn(4, 16, shape[1] // 4, shape[2] // 4)
+    torch.testing.assert_close(generator.body(h), plain(h))
+    assert len(calls) == fused_pairs  # 8×7 and 16×14 fused; 2×2 and 4×4 (8×8 digits) run plain
+    assert generator(torch.randn(4, generator.nz)).shape == (4, *shape)
+
+
+def test_only_nearest_doubling_before_a_same_size_3x3_convolution_is_fused() -> None:
+    torch.manual_seed(0)
+    conv5 = nn.Conv2d(2, 2, 5, padding=2)
+    for layers in ([nn.Upsample(scale_factor=2, mode="bilinear"), nn.Conv2d(2, 2, 3, padding=1)],
+                   [nn.Upsample(scale_factor=3), nn.Conv2d(2, 2, 3, padding=1)],
+                   [nn.Upsample(scale_factor=2), conv5]):
+        x = torch.randn(1, 2, 4, 4)
+        torch.testing.assert_close(ResizeConvSequential(*layers)(x), nn.Sequential(*layers)(x))
