@@ -8,8 +8,10 @@ One update = one iteration of the method (its generator update(s) and its studen
 divided by its student updates. "before" is the generator this project used at 32×32 until it
 was sized to the student (width 64, twice the image side: ~3× the teacher's FLOPs); then the sized
 generator with the teacher's weights contiguous, as they were until the teacher went channels-last
-on the CPU (`trainer.teacher_memory_format`); then the default; then bf16 autocast (fast on CPUs
-with AVX-512 bf16, emulated and slow elsewhere). Weights are random: this measures speed, not accuracy.
+on the CPU (`trainer.teacher_memory_format`); then the default with the generator's upsampling
+convolutions run as plain layers, as until they were fused (generators/resize_conv.py); then the
+default; then bf16 autocast (fast on CPUs with AVX-512 bf16, emulated and slow elsewhere). Weights
+are random: this measures speed, not accuracy.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from datafree.config import load
 from datafree.data import Dataset
@@ -32,7 +35,8 @@ SPEC = InputSpec((3, 32, 32), 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), name="rgb
 RESULTS = Path(__file__).parent / "results"
 
 
-def ms_per_student_update(method: str, overrides: dict, args: argparse.Namespace) -> tuple[float, list[float]]:
+def ms_per_student_update(method: str, overrides: dict, args: argparse.Namespace,
+                          unfused: bool = False) -> tuple[float, list[float]]:
     cfg = load(overrides={"method.name": method, "data.name": "", "data.input_shape": [3, 32, 32],
                           "data.mean": list(SPEC.mean), "data.std": list(SPEC.std), "student.name": "digits_cnn_half",
                           "trainer.batch_size": args.batch_size, "trainer.device": args.device, **overrides})
@@ -40,6 +44,8 @@ def ms_per_student_update(method: str, overrides: dict, args: argparse.Namespace
     teacher = create_model("torchvision.resnet18", 10, SPEC.input_shape)
     student = create_model("digits_cnn_half", 10, SPEC.input_shape)
     trainer = Trainer(cfg, Dataset(SPEC, None, None), student, teacher, run_dir=None)
+    if unfused:  # the same layers, each run on its own
+        trainer.generator.body = nn.Sequential(*trainer.generator.body)
     updates = trainer.player("student").repeats
     for _ in range(args.warmup):
         trainer.train_step()
@@ -54,8 +60,8 @@ def ms_per_student_update(method: str, overrides: dict, args: argparse.Namespace
             torch.cuda.synchronize()
         blocks.append(1000 * (time.perf_counter() - started) / (args.iterations * updates))
     generator = count_parameters(trainer.generator)
-    print(f"{method} {overrides}: {statistics.median(blocks):.1f} ms/update (generator {generator:,} parameters)",
-          file=sys.stderr, flush=True)
+    print(f"{method} {overrides}{' unfused' if unfused else ''}: {statistics.median(blocks):.1f} ms/update "
+          f"(generator {generator:,} parameters)", file=sys.stderr, flush=True)
     return statistics.median(blocks), blocks
 
 
@@ -69,15 +75,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=str(RESULTS / "speed_rgb32_cpu.md"))
     args = p.parse_args(argv)
     contiguous_teacher = {"trainer.teacher_memory_format": "contiguous"}
-    settings = [("before (generator width 64, teacher contiguous, fp32)", {"generator.args": {"width": 64},
-                                                                           **contiguous_teacher}),
-                ("generator sized to the student, teacher contiguous, fp32", contiguous_teacher),
-                ("default (teacher channels-last on the CPU), fp32", {}),
-                ("default, bf16 autocast", {"trainer.precision": "bf16"})]
+    settings = [("before (generator width 64, teacher contiguous, fp32)",
+                 {"generator.args": {"width": 64}, **contiguous_teacher}, True),
+                ("generator sized to the student, teacher contiguous, fp32", contiguous_teacher, True),
+                ("teacher channels-last on the CPU, fp32", {}, True),
+                ("default (upsampling convolutions fused), fp32", {}, False),
+                ("default, bf16 autocast", {"trainer.precision": "bf16"}, False)]
     rows = ["| method | setting | ms per student update | blocks (ms) |", "|---|---|---:|---|"]
     for method in ("ours", "dfad"):
-        for name, overrides in settings:
-            median, blocks = ms_per_student_update(method, overrides, args)
+        for name, overrides, unfused in settings:
+            median, blocks = ms_per_student_update(method, overrides, args, unfused)
             rows.append(f"| {method} | {name} | {median:.1f} | {', '.join(f'{b:.0f}' for b in blocks)} |")
     where = (torch.cuda.get_device_name() if args.device.startswith("cuda")
              else f"CPU ({cpu_name()}), {torch.get_num_threads()} threads")
