@@ -22,7 +22,7 @@ from datafree.userdata import check_test_data, read_test_data
 def with_inputs_of(cfg: Config, teacher: Network | None) -> Config:
     """When the config names no inputs, take the teacher checkpoint's (or say what is missing). When
     it gives only their shape, that must be the shape the checkpoint records, whose normalisation
-    is then used unless the config gives one."""
+    is then used unless the config gives one; so must an image size or channel count it gives."""
     if "data.name" in cfg.given or teacher is None or (cfg.data.input_shape and teacher.spec is None):
         return cfg
     if cfg.data.input_shape:
@@ -37,6 +37,11 @@ def with_inputs_of(cfg: Config, teacher: Network | None) -> Config:
         changes: dict[str, Any] = {"data.name": registered}
         if spec.is_image and spec.input_shape[1] == spec.input_shape[2]:  # as converted for this teacher, if it was
             changes.update({"data.image_size": spec.input_shape[1], "data.channels": spec.input_shape[0]})
+        for key, recorded in changes.items():  # a size or channel count given on purpose would be dropped silently
+            given = getattr(cfg.data, key.removeprefix("data."))
+            if key in cfg.given and given != recorded:
+                raise ConfigError(f"config key '{key}' is {given} but the teacher checkpoint records inputs of shape "
+                                  f"{spec.input_shape} ({spec.name}); drop it to use the recorded inputs")
     else:
         changes = {"data.name": "", "data.input_shape": list(spec.input_shape),
                    "data.num_classes": spec.num_classes or 0, "data.mean": list(spec.mean or ()),

@@ -319,3 +319,15 @@ def test_a_shape_other_than_the_checkpoints_is_refused_and_the_same_shape_keeps_
     recorded, used = checkpoint.load_model(digits_teacher).info, load(tmp_path / "b" / "config.toml").data
     assert result.metrics["heldout_samples"] > 0  # described by shape: no data set, no test split
     assert (tuple(used.mean), tuple(used.std)) == (recorded.mean, recorded.std) and recorded.mean is not None
+
+
+@pytest.mark.parametrize("key, value, recorded", [("data.image_size", 30, 8), ("data.channels", 3, 1)])
+def test_an_image_size_or_channel_count_other_than_the_checkpoints_is_refused_not_ignored(digits_teacher, tmp_path,
+                                                                                          key, value, recorded):
+    """Before, the teacher file's 1×8×8 replaced the given value without a word."""
+    with pytest.raises(datafree.ConfigError, match=rf"'{key}' is {value} but the teacher checkpoint records inputs "
+                                                   r"of shape \(1, 8, 8\) \(digits\)"):
+        datafree.distill(digits_teacher, "digits_cnn_half", steps=2, overrides={key: value}, run_dir=tmp_path / "a")
+    result = datafree.distill(digits_teacher, "digits_cnn_half", steps=2, overrides={**QUIET, key: recorded},
+                              run_dir=tmp_path / "b", quiet=True)
+    assert result.metrics["student_steps"] > 0
