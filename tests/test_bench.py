@@ -1,8 +1,9 @@
 """`datafree bench`: a mini suite (2 methods × 1 pair × 2 seeds on digits, a few steps each) runs,
 writes results.json, results.md, the plot and its TensorBoard image, and a second invocation runs
-nothing new; a changed config re-runs only its own runs; a run stopped half way continues from
-its checkpoint; bad suite files fail in one line naming the key; the tables give confidence
-intervals, p-values against the reference method and accuracy against time."""
+nothing new; a changed config re-runs only its own runs, whose old records stay out of the tables; a
+run stopped half way continues from its checkpoint; bad suite files fail in one line naming the key;
+the tables give confidence intervals, p-values against the reference method and accuracy against
+time."""
 from __future__ import annotations
 
 import json
@@ -126,14 +127,34 @@ def test_mini_suite_writes_results_table_plot_and_resumes_without_rerunning(tmp_
 
 
 @pytest.mark.slow
-def test_a_changed_config_reruns_only_its_runs_and_logging_changes_rerun_nothing(tmp_path, monkeypatch):
+def test_a_changed_config_reruns_only_its_runs_never_averaged_with_the_old_and_logging_changes_rerun_nothing(
+        tmp_path, monkeypatch):
     out = tmp_path / "results"
     bench.run_suite(write_suite(tmp_path), out=out, quiet=True)
     calls = Calls(monkeypatch)
-    bench.run_suite(write_suite(tmp_path, ours_steps=3), out=out, quiet=True)
-    assert calls.fresh == ["distill", "distill"]  # ours, both seeds; the teacher is reused
-    results = json.loads((out / "results.json").read_text())
+    counted_run = api.run
+
+    def stopped_after_one_run(command, cfg, **kw):
+        if calls.fresh:
+            raise KeyboardInterrupt
+        return counted_run(command, cfg, **kw)
+
+    monkeypatch.setattr(api, "run", stopped_after_one_run)
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_suite(write_suite(tmp_path, ours_steps=3), out=out, quiet=True)
+    ours = [r for r in json.loads((out / "results.json").read_text())["runs"] if r["method"] == "ours"]
+    # Stopped half-way: seed 0 ran again; seed 1's old record is kept, marked, and left out of the table.
+    assert [(r["seed"], r["student_steps"], r.get("superseded", False)) for r in ours] == [(0, 15, False),
+                                                                                          (1, 10, True)]
+    table = (out / "results.md").read_text()
+    assert f"| ours | synthetic | {ours[0]['accuracy']:.2f} (1/2 seeds) |" in table
+    assert "3 of 4 runs finished" in table and "earlier config or teacher, left out until they run again: 1." in table
+
+    monkeypatch.setattr(api, "run", counted_run)
+    results = bench.run_suite(write_suite(tmp_path, ours_steps=3), out=out, quiet=True)
+    assert calls.fresh == ["distill", "distill"]  # ours, both seeds; the teacher and kd are reused
     assert [r["student_steps"] for r in results["runs"] if r["method"] == "ours"] == [15, 15]
+    assert not any("superseded" in r for r in results["runs"]) and "left out" not in (out / "results.md").read_text()
     # How often a run logs or evaluates cannot change its result: no re-run.
     bench.run_suite(write_suite(tmp_path, ours_steps=3, extra='"trainer.log_every" = 3\n'), out=out, quiet=True)
     assert calls.fresh == ["distill", "distill"]
@@ -326,3 +347,4 @@ def test_tables_give_the_confidence_interval_and_welch_p_against_the_reference(t
     ours = table_row(table, "ours")
     assert not any(h.startswith("p vs") for h in ours) and "does not run the reference method `dfad`" in table
     assert ours["95% CI"].startswith("[")
+

@@ -37,15 +37,16 @@ Results go to `experiments/results/<suite>/` (or `out`); run directories and Ten
 its `runs/` (git-ignored): `tensorboard --logdir experiments/results/<suite>/runs` shows every run
 in the HPARAMS tab and the suite's plot under IMAGES.
 
-Resuming: `results.json` is rewritten after every run, and each record carries a fingerprint of
-the run's resolved config and of its teacher file. Invoked again, the bench skips every run whose
-record has the same fingerprint, runs again those whose config (or teacher) changed since, and a
-run that was stopped half way continues exactly from its last checkpoint when its config is
-unchanged (otherwise it restarts). The fingerprint includes the loss weights the method registers
-in datafree/methods/, so editing a recipe there re-runs that method too. Settings that cannot
-change a result (logging, evaluation and checkpoint frequency, device, data root, the published
-figures) are left out of the fingerprint; neither are the suite's `reference`, `budgets` and
-`time_to`, which only change the table.
+Resuming: `results.json` is rewritten after every run, and each record carries a fingerprint of the
+run's resolved config and of its teacher file. Invoked again, the bench skips every run whose record
+has the same fingerprint, runs again those whose config (or teacher) changed since (their old
+records stay in `results.json`, marked superseded and out of the tables, until replaced: a suite
+stopped half way never averages two settings' runs), and a run that was stopped half way continues
+exactly from its last checkpoint when its config is unchanged (otherwise it restarts). The
+fingerprint includes the loss weights the method registers in datafree/methods/, so editing a recipe
+there re-runs that method too. Settings that cannot change a result (logging, evaluation and
+checkpoint frequency, device, data root, the published figures) are left out of the fingerprint;
+neither are the suite's `reference`, `budgets` and `time_to`, which only change the table.
 
 Runs follow one another in one process; each record keeps the run's own peak resident memory
 (Linux), and the memory a finished run freed is handed back before the next one starts.

@@ -42,7 +42,13 @@ def write_outputs(out: Path, spec: Suite, results: dict[str, Any], final: bool) 
     plot.save_png(fig, out / PLOT_FILE)
     if final:
         log_to_tensorboard(out / "runs" / "suite", plot.rgb_array(fig), markdown,
-                           step=sum("accuracy" in r for r in results["runs"]))
+                           step=sum("accuracy" in r for r in current_runs(results)))
+
+
+def current_runs(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The records of the suite as it is: not those of a changed config or teacher still waiting to run again,
+    so that a suite stopped half-way never averages two teachers' runs."""
+    return [r for r in results["runs"] if not r.get("superseded")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,7 +98,7 @@ class MethodSummary:
 def summarize_pair(pair: PairSpec, results: dict[str, Any]) -> list[MethodSummary]:
     rows = []
     for method in pair.methods:
-        records = [r for r in results["runs"] if r["pair"] == pair.name and r["method"] == method]
+        records = [r for r in current_runs(results) if r["pair"] == pair.name and r["method"] == method]
         done = [r for r in records if "accuracy" in r]
         if not records:
             continue
@@ -161,7 +167,8 @@ def number(value: float) -> str:
 
 def results_markdown(spec: Suite, results: dict[str, Any]) -> str:
     m = results.get("machine", {})
-    finished = sum("accuracy" in r for r in results["runs"])
+    finished = sum("accuracy" in r for r in current_runs(results))
+    superseded = len(results["runs"]) - len(current_runs(results))
     ref = spec.reference
     lines = [f"# Benchmark suite `{spec.name}`", ""]
     if spec.description:
@@ -193,7 +200,9 @@ def results_markdown(spec: Suite, results: dict[str, Any]) -> str:
         "GPU-hours where given); it was measured with its own teacher and budget.")
     lines += [
         (f"Produced by `datafree bench {spec.name}` (suite file `{display_path(spec.path)}`); "
-         f"{finished} of {len(spec.runs)} runs finished, last updated {results.get('updated', '')}."),
+         f"{finished} of {len(spec.runs)} runs finished, last updated {results.get('updated', '')}"
+         + (f"; runs recorded with an earlier config or teacher, left out until they run again: {superseded}."
+            if superseded else ".")),
         (f"Machine: {m.get('processor', '?')}, {m.get('cpu_count', '?')} CPU cores, {m.get('torch_threads', '?')} "
          f"torch threads, GPU: {m.get('cuda') or 'none'}, torch {m.get('torch', '?')}."),
         "",

@@ -63,8 +63,10 @@ def run_suite(suite: str | Path, out: str | Path | None = None, data_root: str |
         old = records.get((run.pair, run.method, run.seed))
         if old is not None and old.get("fingerprint") == fp:
             old.update(published_fields(run.config))  # published figures may be edited without re-running
+            old.pop("superseded", None)
             continue
-        if old is not None:
+        if old is not None:  # kept until it is replaced, but out of the tables: its figures are another setting's
+            old["superseded"] = True
             say(f"  {run.key}: its config or teacher changed since it was recorded; running it again")
         todo.append((run, fp))
     say(f"  {len(spec.runs) - len(todo)} runs already recorded, {len(todo)} to run")
