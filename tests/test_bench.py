@@ -347,4 +347,3 @@ def test_tables_give_the_confidence_interval_and_welch_p_against_the_reference(t
     ours = table_row(table, "ours")
     assert not any(h.startswith("p vs") for h in ours) and "does not run the reference method `dfad`" in table
     assert ours["95% CI"].startswith("[")
-

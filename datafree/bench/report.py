@@ -47,7 +47,7 @@ def write_outputs(out: Path, spec: Suite, results: dict[str, Any], final: bool) 
 
 def current_runs(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The records of the suite as it is: not those of a changed config or teacher still waiting to run again,
-    so that a suite stopped half-way never averages two teachers' runs."""
+    so that a suite stopped half way never averages two settings' runs."""
     return [r for r in results["runs"] if not r.get("superseded")]
 
 
