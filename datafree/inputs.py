@@ -40,8 +40,7 @@ def with_inputs_of(cfg: Config, teacher: Network | None) -> Config:
         for key, recorded in changes.items():  # a size or channel count given on purpose would be dropped silently
             given = getattr(cfg.data, key.removeprefix("data."))
             if key in cfg.given and given != recorded:
-                raise ConfigError(f"config key '{key}' is {given} but the teacher checkpoint records inputs of shape "
-                                  f"{spec.input_shape} ({spec.name}); drop it to use the recorded inputs")
+                raise not_the_recorded_inputs(key, given, spec)
     else:
         changes = {"data.name": "", "data.input_shape": list(spec.input_shape),
                    "data.num_classes": spec.num_classes or 0, "data.mean": list(spec.mean or ()),
@@ -52,11 +51,15 @@ def with_inputs_of(cfg: Config, teacher: Network | None) -> Config:
 def with_recorded_normalisation(cfg: Config, recorded: InputSpec) -> Config:
     given = tuple(cfg.data.input_shape)
     if given != recorded.input_shape:  # a fully convolutional teacher would run, on inputs it never saw
-        raise ConfigError(f"config key 'data.input_shape' is {given} but the teacher checkpoint records inputs of "
-                          f"shape {recorded.input_shape} ({recorded.name}); drop it to use the recorded inputs")
+        raise not_the_recorded_inputs("data.input_shape", given, recorded)
     if cfg.data.mean or recorded.mean is None:
         return cfg
     return with_choices(cfg, {"data.mean": list(recorded.mean), "data.std": list(recorded.std)})
+
+
+def not_the_recorded_inputs(key: str, given: Any, recorded: InputSpec) -> ConfigError:
+    return ConfigError(f"config key '{key}' is {given} but the teacher checkpoint records inputs of shape "
+                       f"{recorded.input_shape} ({recorded.name}); drop it to use the recorded inputs")
 
 
 def classes_of(teacher: Network, spec: InputSpec) -> int:

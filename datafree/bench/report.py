@@ -167,8 +167,8 @@ def number(value: float) -> str:
 
 def results_markdown(spec: Suite, results: dict[str, Any]) -> str:
     m = results.get("machine", {})
-    finished = sum("accuracy" in r for r in current_runs(results))
-    superseded = len(results["runs"]) - len(current_runs(results))
+    current = current_runs(results)
+    finished, superseded = sum("accuracy" in r for r in current), len(results["runs"]) - len(current)
     ref = spec.reference
     lines = [f"# Benchmark suite `{spec.name}`", ""]
     if spec.description:
