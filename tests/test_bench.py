@@ -128,7 +128,7 @@ def test_mini_suite_writes_results_table_plot_and_resumes_without_rerunning(tmp_
 
 @pytest.mark.slow
 def test_a_changed_config_reruns_only_its_runs_never_averaged_with_the_old_and_logging_changes_rerun_nothing(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, capsys):
     out = tmp_path / "results"
     bench.run_suite(write_suite(tmp_path), out=out, quiet=True)
     calls = Calls(monkeypatch)
@@ -151,7 +151,9 @@ def test_a_changed_config_reruns_only_its_runs_never_averaged_with_the_old_and_l
     assert "3 of 4 runs finished" in table and "earlier config or teacher, left out until they run again: 1." in table
 
     monkeypatch.setattr(api, "run", counted_run)
-    results = bench.run_suite(write_suite(tmp_path, ours_steps=3), out=out, quiet=True)
+    capsys.readouterr()
+    results = bench.run_suite(write_suite(tmp_path, ours_steps=3), out=out)
+    assert "config or teacher changed since recorded, running again: ours (seed 1)\n" in capsys.readouterr().out
     assert calls.fresh == ["distill", "distill"]  # ours, both seeds; the teacher and kd are reused
     assert [r["student_steps"] for r in results["runs"] if r["method"] == "ours"] == [15, 15]
     assert not any("superseded" in r for r in results["runs"]) and "left out" not in (out / "results.md").read_text()

@@ -58,6 +58,7 @@ def run_suite(suite: str | Path, out: str | Path | None = None, data_root: str |
 
     records = {(r["pair"], r["method"], r["seed"]): r for r in results["runs"]}
     todo = []
+    changed: dict[str, list[int]] = {}  # (pair /) method -> seeds recorded with another config or teacher
     for run in spec.runs:
         fp = fingerprint(run.config.to_dict(), digests[run.teacher])
         old = records.get((run.pair, run.method, run.seed))
@@ -67,8 +68,13 @@ def run_suite(suite: str | Path, out: str | Path | None = None, data_root: str |
             continue
         if old is not None:  # kept until it is replaced, but out of the tables: its figures are another setting's
             old["superseded"] = True
-            say(f"  {run.key}: its config or teacher changed since it was recorded; running it again")
+            name = run.method if len(spec.pairs) == 1 else f"{run.pair} / {run.method}"
+            changed.setdefault(name, []).append(run.seed)
         todo.append((run, fp))
+    if changed:
+        say("  config or teacher changed since recorded, running again: "
+            + "; ".join(f"{name} (seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))})"
+                        for name, seeds in changed.items()))
     say(f"  {len(spec.runs) - len(todo)} runs already recorded, {len(todo)} to run")
 
     for i, (run, fp) in enumerate(todo, 1):
