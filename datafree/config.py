@@ -138,6 +138,9 @@ class GeneratorConfig:
     # Once full, the pool keeps a uniform sample of every sample so far ("reservoir") or the latest ("ring")
     replay_policy: Literal["reservoir", "ring"] = "reservoir"
     augment: list[str] = field(default_factory=list)  # augmentations of student batches (images; datafree/augment.py)
+    # A new generator every reset_every iterations (weights re-drawn as CMI draws them, optimizer moments
+    # forgotten; its learning-rate schedule goes on); 0 keeps one generator for the whole run.
+    reset_every: int = 0
     # Collapse is reported when, after the first 10% of steps (and at least collapse_warmup steps), a
     # fresh synthetic batch has a class balance (entropy of the teacher's predicted classes / log K) or
     # a diversity (per-input std across the batch, in the normalised space) below these.
@@ -148,6 +151,7 @@ class GeneratorConfig:
     def check(self, key: str) -> None:
         self.optim.check(f"{key}.optim")
         at_least(self.replay_size, 0, f"{key}.replay_size")
+        at_least(self.reset_every, 0, f"{key}.reset_every")
         positive(self.replay_mb, f"{key}.replay_mb")
         at_least(self.collapse_warmup, 0, f"{key}.collapse_warmup")
         within(self.replay_fraction, 0, 1, f"{key}.replay_fraction")

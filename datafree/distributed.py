@@ -66,6 +66,14 @@ def broadcast_buffers(modules: list[nn.Module], d: Dist) -> None:
                 dist.broadcast(buffer, src=0)
 
 
+def broadcast_parameters(module: nn.Module, d: Dist) -> None:
+    """Give every rank rank 0's parameters (after each rank re-drew them from its own random stream)."""
+    if d.enabled:
+        with torch.no_grad():
+            for p in module.parameters():
+                dist.broadcast(p, src=0)
+
+
 def reducible(values: torch.Tensor) -> torch.Tensor:
     """A copy of `values` where the backend can reduce it: NCCL reduces GPU tensors only."""
     if dist.get_backend() == "nccl":

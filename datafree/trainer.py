@@ -34,9 +34,10 @@ from datafree.batch import Batch, Nets
 from datafree.build import assemble
 from datafree.config import Config
 from datafree.data import BatchStream, Dataset
-from datafree.distributed import Dist, any_rank, average_gradients
+from datafree.distributed import Dist, any_rank, average_gradients, broadcast_parameters
 from datafree.errors import DivergenceError, Interrupted
 from datafree.evaluation import Evaluator
+from datafree.methods.inversion import forget_optimizer_state, reinitialise
 from datafree.models import count_parameters
 from datafree.monitor import Monitor
 from datafree.players import Player
@@ -238,6 +239,9 @@ class Trainer:
 
     def train_step(self) -> None:
         """One iteration: each player's turn in order, then every learning-rate schedule."""
+        every = self.cfg.generator.reset_every
+        if self.generator is not None and every and self.step > 0 and self.step % every == 0:
+            self.restart_generator()
         took_part = []
         for player in self.players:
             if player.turn is not None:
@@ -250,6 +254,14 @@ class Trainer:
         for player, moved in zip(self.players, took_part):
             if moved:  # a player that sat out (a method's warm-up) keeps its schedule for later
                 player.scheduler.step()
+
+    def restart_generator(self) -> None:
+        """A new generator (generator.reset_every): one generator tends to settle on one region of the
+        teacher's input space for good; a new one finds others, while the replay pool keeps what the
+        earlier ones made. Its optimizer forgets the old moments; its learning-rate schedule goes on."""
+        reinitialise(self.generator)
+        broadcast_parameters(self.generator, self.dist)
+        forget_optimizer_state(self.player("generator").optimizer, list(self.generator.parameters()))
 
     def recompute_batchnorm_statistics(self) -> None:
         """The trained model's BatchNorm statistics for its final weights, from training batches

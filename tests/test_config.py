@@ -42,6 +42,7 @@ def test_overrides_parse_toml_values_and_plain_strings():
     ({"data.download": "yes"}, r"'data.download' must be true or false"),
     ({"trainer.precision": "fp8"}, r"'trainer.precision' must be one of 'fp32', 'bf16', 'fp16'"),
     ({"generator.replay_fraction": 1.5}, r"'generator.replay_fraction' must be within \[0, 1\]"),
+    ({"generator.reset_every": -1}, r"'generator.reset_every' must be >= 0"),
     ({"student.optim.betas": [0.9]}, r"'student.optim.betas' must be two numbers"),
     ({"trainer": 3}, r"config key 'trainer' must be a table"),
 ])

@@ -25,9 +25,11 @@ from datafree.errors import ConfigError
 pytestmark = pytest.mark.slow  # every test here starts real processes
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
+# a new generator at step 3 (generator.reset_every): each rank re-draws it, so ranks agree only if rank 0's is shared
 SETTINGS = ["--steps", "4", "--device", "cpu", "--quiet",
             "--set", "trainer.batch_size=32", "--set", "trainer.log_every=2", "--set", "trainer.checkpoint_every=2",
-            "--set", "trainer.eval_every=0", "--set", "trainer.image_every=0", "--set", "student.args.width=4"]
+            "--set", "trainer.eval_every=0", "--set", "trainer.image_every=0", "--set", "student.args.width=4",
+            "--set", "generator.reset_every=3"]
 
 
 def distill_argv(teacher: Path, method: str, run_dir: Path, *extra: str) -> list[str]:

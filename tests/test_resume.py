@@ -28,8 +28,9 @@ STEPS = {"ours": 40, "kd": 200}
 SETTINGS = ["--quiet", "--seed", "3", "--set", "student.args.width=4", "--set", "trainer.batch_size=32",
             "--set", "trainer.checkpoint_every=5", "--set", "trainer.threads=1", "--set", "trainer.eval_every=0",
             "--set", "trainer.image_every=0", "--set", "trainer.log_every=5"]
-# A pool of 256 fills within a few steps, so the resumed runs replace samples in it (reservoir draws)
-METHOD_SETTINGS = {"ours": ["--set", "generator.replay_size=256"], "kd": []}
+# A pool of 256 fills within a few steps, so the resumed runs replace samples in it (reservoir draws);
+# a new generator every 7 steps, so resumed runs re-create it too
+METHOD_SETTINGS = {"ours": ["--set", "generator.replay_size=256", "--set", "generator.reset_every=7"], "kd": []}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 

@@ -138,3 +138,25 @@ def test_feature_vector_teacher_distills_data_free():
     metrics = Trainer(cfg, data, student, teacher, None).fit(Monitor(None, 3, "", console=False))
     assert {"student_accuracy", "teacher_accuracy", "agreement"} <= set(metrics)
     assert datafree.InputSpec is type(data.info)
+
+
+def test_reset_every_gives_a_new_generator_with_fresh_optimizer_moments(digits_teacher):
+    """generator.reset_every = 3: the first three iterations are those of a run without it; the fourth
+    starts from re-drawn weights (N(0, 0.02)) and an Adam that has taken one step, not four."""
+    def run(**overrides):
+        torch.manual_seed(0)  # the generator is built from the global random stream
+        trainer = make_trainer(digits_teacher, "ours", **{"trainer.g_steps": 1, **overrides})
+        snapshots = []
+        for _ in range(4):
+            trainer.train_step()
+            snapshots.append(params(trainer.generator))
+        optimizer = trainer.player("generator").optimizer
+        return trainer, snapshots, {int(optimizer.state[p]["step"]) for p in trainer.generator.parameters()}
+
+    _, kept, kept_steps = run()
+    renewed, snapshots, renewed_steps = run(**{"generator.reset_every": 3})
+    assert all(same(a, b) for a, b in zip(kept[:3], snapshots[:3]))
+    assert not same(kept[3], snapshots[3])
+    assert kept_steps == {4} and renewed_steps == {1}
+    conv = next(m for m in renewed.generator.modules() if isinstance(m, torch.nn.Conv2d))
+    assert 0.015 < float(conv.weight.std()) < 0.025
