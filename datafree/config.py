@@ -141,9 +141,9 @@ class GeneratorConfig:
     # A new generator every reset_every iterations (weights re-drawn as CMI draws them, optimizer moments
     # forgotten; its learning-rate schedule goes on); 0 keeps one generator for the whole run.
     reset_every: int = 0
-    # Collapse is reported when, after the first 10% of steps (and at least collapse_warmup steps), a
-    # fresh synthetic batch has a class balance (entropy of the teacher's predicted classes / log K) or
-    # a diversity (per-input std across the batch, in the normalised space) below these.
+    # Collapse is reported when, after the first 10% of steps and collapse_warmup steps after the generator
+    # was made (or re-made), a fresh synthetic batch has a class balance (entropy of the teacher's predicted
+    # classes / log K) or a diversity (per-input std across the batch, in the normalised space) below these.
     collapse_entropy: float = 0.5
     collapse_diversity: float = 0.05
     collapse_warmup: int = 50

@@ -236,6 +236,20 @@ def test_generator_collapse_is_reported_with_its_step_and_figures(digits_teacher
     assert (first_tile - expected).abs().max() <= 1.0
 
 
+def test_a_new_generator_is_given_the_collapse_warm_up_too(digits_teacher, tmp_path, capsys):
+    """generator.reset_every: each re-made generator starts as unformed as the first; it is not a collapse."""
+    trainer = make_trainer(digits_teacher, "ours", **{"trainer.steps": 20, "generator.reset_every": 5,
+                                                      "generator.collapse_warmup": 2})
+    trainer.reporter.monitor = monitor = Monitor(tmp_path, 20, "test", console=True)
+    trainer.generator = FixedGenerator(trainer.info.normalize(trainer.dataset.test.x[:1]))  # one image: collapsed
+    for step in (6, 7, 8):  # re-made at step 5: 1 and 2 steps old, then past the warm-up
+        trainer.step = step
+        trainer.reporter.synthetic_diagnostics()
+    monitor.close()
+    lines = [line for line in capsys.readouterr().err.splitlines() if "generator" in line]
+    assert len(lines) == 1 and lines[0].startswith("step 8: generator collapse"), lines
+
+
 def test_logging_does_not_change_what_a_run_trains(digits_teacher, tmp_path):
     """Diagnostics draw their own synthetic batch; how often a run logs must not shift its random stream."""
     students = []
