@@ -256,9 +256,9 @@ class Trainer:
                 player.scheduler.step()
 
     def restart_generator(self) -> None:
-        """A new generator (generator.reset_every): one generator tends to settle on one region of the
-        teacher's input space for good; a new one finds others, while the replay pool keeps what the
-        earlier ones made. Its optimizer forgets the old moments; its learning-rate schedule goes on."""
+        """A new generator (generator.reset_every), as CMI and NAYER make theirs: one generator can narrow
+        onto a few classes for the rest of a run; a new one starts from all of them, while the replay pool
+        keeps what the earlier ones made. Its optimizer forgets the old moments; its schedule goes on."""
         reinitialise(self.generator)
         broadcast_parameters(self.generator, self.dist)
         forget_optimizer_state(self.player("generator").optimizer, list(self.generator.parameters()))
