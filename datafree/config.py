@@ -148,6 +148,10 @@ class GeneratorConfig:
     collapse_diversity: float = 0.05
     collapse_warmup: int = 50
 
+    def made_at(self, step: int) -> int:
+        """The step at which the generator in use at `step` was made (re-made every reset_every steps)."""
+        return step - step % self.reset_every if self.reset_every else 0
+
     def check(self, key: str) -> None:
         self.optim.check(f"{key}.optim")
         at_least(self.replay_size, 0, f"{key}.replay_size")

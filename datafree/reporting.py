@@ -149,10 +149,8 @@ class Reporter:
         balance, spread = diagnostics.class_balance(t_logits), diagnostics.diversity(x)
         counts = torch.bincount(t_logits.argmax(1), minlength=t.info.num_classes)
         message = None
-        every = t.cfg.generator.reset_every
-        made = step - step % every if every else 0  # the step the generator was made (re-made: generator.reset_every)
-        # a fresh generator is collapsed: let it, and each new one, warm up
-        if step > steps // 10 and step - made > t.cfg.generator.collapse_warmup:
+        # a fresh generator is collapsed: let it, and each new one (generator.reset_every), warm up
+        if step > steps // 10 and step - t.cfg.generator.made_at(step) > t.cfg.generator.collapse_warmup:
             message = self.collapse.check(step, balance, spread, int(counts.argmax()),
                                           float(counts.max() / counts.sum()))
         if message:

@@ -239,8 +239,7 @@ class Trainer:
 
     def train_step(self) -> None:
         """One iteration: each player's turn in order, then every learning-rate schedule."""
-        every = self.cfg.generator.reset_every
-        if self.generator is not None and every and self.step > 0 and self.step % every == 0:
+        if self.generator is not None and 0 < self.step == self.cfg.generator.made_at(self.step):
             self.restart_generator()
         took_part = []
         for player in self.players:
