@@ -257,8 +257,13 @@ class Trainer:
     def restart_generator(self) -> None:
         """A new generator (generator.reset_every), as CMI and NAYER make theirs: one generator can narrow
         onto a few classes for the rest of a run; a new one starts from all of them, while the replay pool
-        keeps what the earlier ones made. Its optimizer forgets the old moments; its schedule goes on."""
-        reinitialise(self.generator)
+        keeps what the earlier ones made. Its optimizer forgets the old moments; its schedule goes on. A
+        generator with its own way of starting anew (NAYER's re-draws its noisy layers N(0, 1)) uses it;
+        the others get CMI's initialisation."""
+        if hasattr(self.generator, "reinitialise"):
+            self.generator.reinitialise()
+        else:
+            reinitialise(self.generator)
         broadcast_parameters(self.generator, self.dist)
         forget_optimizer_state(self.player("generator").optimizer, list(self.generator.parameters()))
 

@@ -160,3 +160,17 @@ def test_reset_every_gives_a_new_generator_with_fresh_optimizer_moments(digits_t
     assert kept_steps == {4} and renewed_steps == {1}
     conv = next(m for m in renewed.generator.modules() if isinstance(m, torch.nn.Conv2d))
     assert 0.015 < float(conv.weight.std()) < 0.025
+
+
+def test_reset_every_re_makes_a_nayer_generator_its_own_way(digits_teacher):
+    """NAYER's generator starts anew with its noisy layers drawn N(0, 1), not CMI's N(0, 0.02)."""
+    torch.manual_seed(0)
+    trainer = make_trainer(digits_teacher, "ours", **{"trainer.g_steps": 1, "generator.name": "nayer",
+                                                      "generator.reset_every": 3})
+    for _ in range(3):
+        trainer.train_step()
+    before = trainer.generator.noisy[0].weight.detach().clone()
+    trainer.train_step()
+    after = trainer.generator.noisy[0].weight.detach()
+    assert not torch.equal(before, after)
+    assert 0.9 < float(after.std()) < 1.1
