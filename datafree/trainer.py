@@ -37,7 +37,7 @@ from datafree.data import BatchStream, Dataset
 from datafree.distributed import Dist, any_rank, average_gradients, broadcast_parameters
 from datafree.errors import DivergenceError, Interrupted
 from datafree.evaluation import Evaluator
-from datafree.methods.inversion import forget_optimizer_state, reinitialise
+from datafree.methods.inversion import forget_optimizer_state
 from datafree.models import count_parameters
 from datafree.monitor import Monitor
 from datafree.players import Player
@@ -257,13 +257,9 @@ class Trainer:
     def restart_generator(self) -> None:
         """A new generator (generator.reset_every), as CMI and NAYER make theirs: one generator can narrow
         onto a few classes for the rest of a run; a new one starts from all of them, while the replay pool
-        keeps what the earlier ones made. Its optimizer forgets the old moments; its schedule goes on. A
-        generator with its own way of starting anew (NAYER's re-draws its noisy layers N(0, 1)) uses it;
-        the others get CMI's initialisation."""
-        if hasattr(self.generator, "reinitialise"):
-            self.generator.reinitialise()
-        else:
-            reinitialise(self.generator)
+        keeps what the earlier ones made (CMI's initialisation, or the generator's own: NAYER's re-draws its
+        noisy layers N(0, 1)). Its optimizer forgets the old moments; its schedule goes on."""
+        self.generator.reinitialise()
         broadcast_parameters(self.generator, self.dist)
         forget_optimizer_state(self.player("generator").optimizer, list(self.generator.parameters()))
 

@@ -41,5 +41,19 @@ class Generator(nn.Module):
         labels = torch.randint(0, self.num_classes, (n,), device=device) if self.conditional else None
         return (forward or self)(z, labels), labels
 
+    @torch.no_grad()
+    def reinitialise(self) -> None:
+        """A new generator (CMI every round, `generator.reset_every` for any method), by CMI's reset_model:
+        weights N(0, 0.02), biases 0, BatchNorm scales N(1, 0.02). A generator made anew another way
+        (NAYER's) overrides this."""
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+                nn.init.normal_(m.weight, 1.0, 0.02)
+                nn.init.zeros_(m.bias)
+
 
 from generators import dcgan, mlp, nayer  # noqa: E402,F401  (registers them)

@@ -33,14 +33,13 @@ from datafree.methods.inversion import (
     latent_codes,
     pool_student_turn,
     random_targets,
-    reinitialise,
     synthesise,
 )
 
 
 def cmi_round(trainer, player) -> bool:
     generator = trainer.generator
-    reinitialise(generator)
+    generator.reinitialise()
     forget_optimizer_state(player.optimizer, list(generator.parameters()))  # CMI's fresh Adam for every round
     z = latent_codes(trainer, generator.nz)
     latent = torch.optim.Adam([z], lr=player.optim.lr, betas=tuple(player.optim.betas))  # z's own fresh Adam

@@ -104,18 +104,6 @@ def forget_optimizer_state(optimizer: torch.optim.Optimizer, params: list[nn.Par
         optimizer.state.pop(p, None)
 
 
-def reinitialise(module: nn.Module) -> None:
-    """CMI's reset_model: weights N(0, 0.02), biases 0, BatchNorm scales N(1, 0.02)."""
-    for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
-            nn.init.normal_(m.weight, 1.0, 0.02)
-            nn.init.zeros_(m.bias)
-
-
 def pool_student_turn(trainer: "Trainer", player: "Player") -> bool:
     """The student trains on the pool once the warm-up is over (its schedule starts then)."""
     if in_warmup(trainer) or len(trainer.pool) == 0:
