@@ -11,6 +11,7 @@ from datafree import checkpoint
 from datafree.adapt import missing_layers
 from datafree.config import load
 from datafree.data import load_dataset
+from datafree.errors import ConfigError
 from datafree.models import create_model
 from datafree.monitor import Monitor
 from datafree.spec import InputSpec
@@ -180,3 +181,10 @@ def test_the_generator_still_learns_after_the_student_has_trained(digits_teacher
     before = learned()
     trainer.train_step()
     assert not equal(before, learned())
+
+
+@pytest.mark.parametrize("method", ["cmi", "fast"])
+def test_latent_code_methods_refuse_a_generator_that_needs_class_labels(digits_teacher, method):
+    trainer = make_trainer(digits_teacher, method, **{"generator.name": "nayer"})
+    with pytest.raises(ConfigError, match="needs class labels"):
+        trainer.train_step()

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from datafree.batch import Batch
+from datafree.errors import ConfigError
 from datafree.methods.terms import TERMS
 
 if TYPE_CHECKING:
@@ -114,5 +115,9 @@ def pool_student_turn(trainer: "Trainer", player: "Player") -> bool:
 
 
 def latent_codes(trainer: "Trainer", nz: int) -> nn.Parameter:
-    """Fresh latent codes to optimise with the generator (CMI, Fast)."""
+    """Fresh latent codes to optimise with the generator (CMI, Fast), which is called on them alone."""
+    if trainer.generator.conditional:
+        raise ConfigError(f"method '{trainer.cfg.method.name}' optimises the latent codes of an unconditional "
+                          f"generator; generator '{trainer.cfg.generator.name}' needs class labels: "
+                          "set generator.name = \"dcgan\"")
     return nn.Parameter(torch.randn(trainer.cfg.trainer.batch_size, nz, device=trainer.device))
