@@ -19,7 +19,7 @@ from datafree.errors import ConfigError
 from datafree.hooks import Probe, find_stage_layers, output_shape
 from datafree.methods import METHODS, PLAYERS, Method
 from datafree.methods.terms import TERMS, TermContext
-from datafree.models import check_model_io, count_parameters, dry_forward, eval_mode
+from datafree.models import check_model_io, count_flops, count_parameters, dry_forward, eval_mode
 from datafree.players import Player
 from datafree.spec import InputSpec
 from discriminators import DISCRIMINATORS, Discriminator, apply_spectral_norm
@@ -123,7 +123,7 @@ def assemble(cfg: Config, info: InputSpec, student: nn.Module, teacher: nn.Modul
         for p in teacher.parameters():  # (a TorchScript module has no requires_grad_ of its own)
             p.requires_grad_(False)
     student = student.to(device, memory_format=memory_format).train()
-    generator = (build_generator(cfg.generator, info, device, memory_format, student, settings.batch_size)
+    generator = (build_generator(cfg.generator, info, device, memory_format, teacher, student, settings.batch_size)
                  if method.data == "synthetic" else None)
     uses_features = "discriminator" in names and DISCRIMINATORS.get(cfg.discriminator.name).uses_features
     layers = feature_layers(cfg.discriminator, teacher, student, info) if uses_features else ("", "")
@@ -199,15 +199,16 @@ def check_teacher(teacher: nn.Module, student: nn.Module, info: InputSpec) -> No
                           f"use the data set the teacher was trained on")
 
 
-def build_generator(gc: GeneratorConfig, info: InputSpec, device: torch.device,
-                    memory_format: torch.memory_format, student: nn.Module, batch_size: int) -> Generator:
-    for hint in ("reference_parameters", "batch_size"):
+def build_generator(gc: GeneratorConfig, info: InputSpec, device: torch.device, memory_format: torch.memory_format,
+                    teacher: nn.Module, student: nn.Module, batch_size: int) -> Generator:
+    for hint in ("reference_parameters", "reference_flops", "batch_size"):
         if hint in gc.args:
             raise ConfigError(f"config key 'generator.args.{hint}' is set from the run; remove it "
                               f"(set generator.args.width to size the generator yourself)")
+    served_flops = sum(count_flops(model, info.input_shape) for model in (teacher, student) if model is not None)
     try:
         generator = GENERATORS.get(gc.name)(info, reference_parameters=count_parameters(student),
-                                            batch_size=batch_size, **gc.args)
+                                            reference_flops=served_flops, batch_size=batch_size, **gc.args)
     except TypeError as e:
         raise ConfigError(f"generator {gc.name!r} does not take these arguments {gc.args}: {e}") from None
     generator = generator.to(device, memory_format=memory_format).train()

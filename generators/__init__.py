@@ -3,9 +3,9 @@
 A generator maps noise (and, if conditional, class labels) to a batch in the teacher's
 *normalised* input space. `sample(n)` draws the noise itself and returns `(x, labels)`, labels
 being the requested classes of a conditional generator or None.
-Factories take `(info: InputSpec, reference_parameters=..., batch_size=..., **args)`: the student's
-parameter count and the training batch size are hints for factories that size themselves to them
-(others ignore them).
+Factories take `(info: InputSpec, reference_parameters=..., reference_flops=..., batch_size=..., **args)`:
+the student's parameter count, the teacher's and the student's forward FLOPs for one input together, and
+the training batch size are hints for factories that size themselves to them (others ignore them).
 """
 from __future__ import annotations
 

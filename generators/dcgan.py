@@ -10,36 +10,50 @@ conditional DCGANs), so one generator can be asked for a class.
 
 Width: by default twice the image side (DFAD's 64 at 32×32, 16 for 8×8 digits), but no more
 than the student's size suggests — a generator of comparable capacity to the student
-(polo5/ZeroShotKnowledgeTransfer#1); at 32×32 a width-64 generator needs ~3× the FLOPs of a
-torchvision ResNet-18. The rule does not look at the teacher's cost: for LeNet-5 → LeNet-5-half
-at 1×32×32 it gives 16, 8.1 MFLOPs a sample against the teacher's 0.83, and the mnist5k suite
-sets width 8 (2.2 MFLOPs), 26% less time a run for no loss (experiments/results/digits_tuning.md).
+(polo5/ZeroShotKnowledgeTransfer#1) — and no more than the networks it serves cost: its forward
+takes at most the FLOPs of the teacher's and the student's together (never below width 8). At
+32×32 a width-64 generator needs ~3× the FLOPs of a torchvision ResNet-18; for LeNet-5 →
+LeNet-5-half at 1×32×32 the parameter rule alone gave 16, 8.1 MFLOPs a sample against the two
+LeNets' 1.1, where width 8 (2.2 MFLOPs) trained at least as well in 26% less time a run
+(experiments/results/digits_tuning.md).
 """
 from __future__ import annotations
 
+import bisect
 import math
 
 import torch
 from torch import nn
 
 from datafree.errors import ConfigError
+from datafree.models import count_flops
 from datafree.spec import InputSpec
 from generators import Generator, check_noise_size, register_generator
 from generators.resize_conv import ResizeConvSequential
 
 
-def default_width(info: InputSpec, reference_parameters: int | None) -> int:
-    """Twice the image side, capped by the student's size: sqrt(parameters) / 8, within [8, 64]
-    (a ResNet-18 student gets 64, LeNet-5-half 16, digits_cnn_tiny 8)."""
+def default_width(info: InputSpec, nz: int, reference_parameters: int | None = None,
+                  reference_flops: int | None = None) -> int:
+    """Twice the image side, capped by the student's size: sqrt(parameters) / 8, within [8, 64] (a ResNet-18
+    student gets 64, LeNet-5-half 16, digits_cnn_tiny 8); then the widest generator whose forward costs at
+    most `reference_flops` a sample (the teacher's and the student's forward together), at least 8."""
     width = 2 * max(info.input_shape[1:])
     if reference_parameters:
         width = min(width, max(8, min(64, round(math.sqrt(reference_parameters) / 8))))
+    if reference_flops:
+        widths = range(8, width + 1)
+        def generator_flops(w: int) -> int:
+            with torch.device("meta"):  # no memory, and no draw from the random stream the run is seeded with
+                return count_flops(DCGANGenerator(info, nz, w), (nz,))
+        fitting = bisect.bisect_right(widths, reference_flops, key=generator_flops)  # FLOPs grow with the width
+        width = widths[max(fitting - 1, 0)]
     return width
 
 
 class DCGANGenerator(Generator):
     def __init__(self, info: InputSpec, nz: int = 100, width: int | None = None, conditional: bool = False,
-                 reference_parameters: int | None = None, output: str = "sigmoid") -> None:
+                 reference_parameters: int | None = None, reference_flops: int | None = None,
+                 output: str = "sigmoid") -> None:
         super().__init__()
         check_noise_size('dcgan', nz)
         if not info.is_image:
@@ -48,7 +62,7 @@ class DCGANGenerator(Generator):
         channels, height, width_px = info.input_shape
         if height % 4 or width_px % 4:
             raise ConfigError(f"generator 'dcgan' needs image sides divisible by 4 (got {height}x{width_px})")
-        width = width or default_width(info, reference_parameters)
+        width = default_width(info, nz, reference_parameters, reference_flops) if width is None else width
         if not isinstance(width, int) or width <= 0:
             raise ConfigError(f"config key 'generator.args.width' must be a positive integer (got {width!r})")
         self.nz, self.num_classes, self.conditional = nz, info.num_classes, conditional
@@ -86,20 +100,22 @@ class DCGANGenerator(Generator):
 
 @register_generator("dcgan")
 def dcgan(info: InputSpec, nz: int = 100, width: int | None = None, reference_parameters: int | None = None,
-          **_: object) -> Generator:
+          reference_flops: int | None = None, **_: object) -> Generator:
     """DCGAN-style image generator (DFAD/DAFL/DFQ/CMI), output in the normalised input space."""
-    return DCGANGenerator(info, nz, width, reference_parameters=reference_parameters)
+    return DCGANGenerator(info, nz, width, reference_parameters=reference_parameters, reference_flops=reference_flops)
 
 
 @register_generator("dcgan_bn")
 def dcgan_bn(info: InputSpec, nz: int = 100, width: int | None = None, reference_parameters: int | None = None,
-             **_: object) -> Generator:
+             reference_flops: int | None = None, **_: object) -> Generator:
     """DFAD's and DAFL's generator: the DCGAN body ending in Tanh + BatchNorm (standardised batches)."""
-    return DCGANGenerator(info, nz, width, reference_parameters=reference_parameters, output="batchnorm")
+    return DCGANGenerator(info, nz, width, reference_parameters=reference_parameters, reference_flops=reference_flops,
+                          output="batchnorm")
 
 
 @register_generator("dcgan_conditional")
-def dcgan_conditional(info: InputSpec, nz: int = 100, width: int | None = None,
-                      reference_parameters: int | None = None, **_: object) -> Generator:
+def dcgan_conditional(info: InputSpec, nz: int = 100, width: int | None = None, reference_parameters: int | None = None,
+                      reference_flops: int | None = None, **_: object) -> Generator:
     """The DCGAN generator with a class embedding: asked for a class, it makes one."""
-    return DCGANGenerator(info, nz, width, conditional=True, reference_parameters=reference_parameters)
+    return DCGANGenerator(info, nz, width, conditional=True, reference_parameters=reference_parameters,
+                          reference_flops=reference_flops)

@@ -29,7 +29,8 @@ class NoisyLayerGenerator(Generator):
     conditional = True
 
     def __init__(self, info: InputSpec, embedding_size: int = 512, noise_size: int = 256, width: int | None = None,
-                 reference_parameters: int | None = None, batch_size: int = 256) -> None:
+                 reference_parameters: int | None = None, reference_flops: int | None = None,
+                 batch_size: int = 256) -> None:
         super().__init__()
         self.nz, self.num_classes = noise_size, info.num_classes
         fixed = torch.Generator().manual_seed(0)
@@ -37,7 +38,8 @@ class NoisyLayerGenerator(Generator):
         self.norm = nn.BatchNorm1d(embedding_size)
         groups = math.ceil(batch_size / info.num_classes)
         self.noisy = nn.ModuleList(nn.Linear(embedding_size, noise_size) for _ in range(groups))
-        self.body = (DCGANGenerator(info, nz=noise_size, width=width, reference_parameters=reference_parameters)
+        self.body = (DCGANGenerator(info, nz=noise_size, width=width, reference_parameters=reference_parameters,
+                                    reference_flops=reference_flops)
                      if info.is_image else MLPGenerator(info, nz=noise_size))
         self.reset_noise()
 
@@ -73,6 +75,8 @@ class NoisyLayerGenerator(Generator):
 
 @register_generator("nayer")
 def nayer(info: InputSpec, embedding_size: int = 512, noise_size: int = 256, width: int | None = None,
-          reference_parameters: int | None = None, batch_size: int = 256) -> Generator:
+          reference_parameters: int | None = None, reference_flops: int | None = None,
+          batch_size: int = 256) -> Generator:
     """NAYER's generator: class embedding → BatchNorm → re-initialised noisy layer → DCGAN body."""
-    return NoisyLayerGenerator(info, embedding_size, noise_size, width, reference_parameters, batch_size)
+    return NoisyLayerGenerator(info, embedding_size, noise_size, width, reference_parameters, reference_flops,
+                               batch_size)

@@ -87,6 +87,8 @@ def distill(teacher: Path, *extra: str) -> list[str]:
     (["--method", "kd", "--set", "trainer.batch_size=5000"],
      ["trainer.batch_size=5000 needs at least 5000 training samples; digits has", "lower trainer.batch_size"]),
     (["--set", "trainer.device=tpu"], ["config key 'trainer.device' must be auto, cpu, cuda or cuda:N (got 'tpu')"]),
+    (["--set", "generator.args.width=0"], ["config key 'generator.args.width' must be a positive integer (got 0)"]),
+    (["--set", "generator.args.width=-8"], ["config key 'generator.args.width' must be a positive integer (got -8)"]),
 ])
 def test_bad_names_keys_and_numbers(digits_teacher, workdir, capsys, extra, expected):
     refused(capsys, distill(digits_teacher, *extra), *expected)

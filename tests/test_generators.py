@@ -1,4 +1,5 @@
-"""The generators' fused upsampling convolution computes what the plain layers compute."""
+"""The DCGAN generator: its default width, and its fused upsampling convolution, which computes what the
+plain layers compute."""
 from __future__ import annotations
 
 import pytest
@@ -7,10 +8,33 @@ import torch.nn.functional as F
 from torch import nn
 
 import datafree  # noqa: F401  (imports the generators package in its order)
+from datafree.build import build_generator
+from datafree.config import GeneratorConfig
+from datafree.models import count_flops, count_parameters, create_model
 from datafree.spec import InputSpec
 from generators import resize_conv
-from generators.dcgan import DCGANGenerator
+from generators.dcgan import DCGANGenerator, default_width
 from generators.resize_conv import ResizeConvSequential, upsample_conv
+
+
+def test_the_default_width_is_the_widest_generator_costing_no_more_than_the_networks_it_serves() -> None:
+    shape = (1, 32, 32)
+    info = InputSpec(shape, 10, (0.5,), (0.25,))
+    teacher, student = create_model("digits_cnn_half", 10, shape), create_model("mlp", 10, shape)
+    served = count_flops(teacher, shape) + count_flops(student, shape)
+    by_parameters = default_width(info, 100, count_parameters(student))
+    width = default_width(info, 100, count_parameters(student), served)
+    assert by_parameters == 64 and 8 < width < by_parameters  # the MLP's 297k parameters alone asked for 64
+
+    def flops(w: int) -> int:
+        return count_flops(DCGANGenerator(info, width=w), (100,))
+    assert flops(width) <= served < flops(width + 1)
+    assert default_width(info, 100, count_parameters(student), reference_flops=1) == 8  # never narrower than 8
+    state = torch.get_rng_state()
+    default_width(info, 100, count_parameters(student), served)
+    assert torch.equal(torch.get_rng_state(), state)  # sizing draws nothing: a seed's run is the run it was
+    built = build_generator(GeneratorConfig(), info, torch.device("cpu"), torch.contiguous_format, teacher, student, 64)
+    assert built.project.out_features == 2 * width * 8 * 8  # the run sizes it by both networks
 
 
 @pytest.mark.parametrize("bias", [False, True])

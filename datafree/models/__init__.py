@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from datafree.errors import ConfigError
 from datafree.registry import Registry
@@ -114,6 +115,13 @@ def check_model_io(model: nn.Module, name: str, num_classes: int, input_shape: t
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Forward FLOPs for one input, as torch's flop counter counts them (convolutions and matrix products)."""
+    with FlopCounterMode(display=False) as counter:
+        dry_forward(model, input_shape)
+    return counter.get_total_flops() // 2  # dry_forward's batch is two
 
 
 # Importing the families registers them.
