@@ -244,6 +244,7 @@ def run(command: str, cfg: Config, teacher_module: nn.Module | None = None, stud
         print(f"datafree: {choices}", file=sys.stderr)
 
     trainer = Trainer(cfg, dataset, student.module, teacher.module if teacher is not None else None, None, dist, notes)
+    cfg = trainer.cfg  # with what building it chose (the generator's width)
     if dist.is_main and not quiet and (slow := precision_warning(cfg.trainer.precision, trainer.device)):
         print(f"datafree: {slow}", file=sys.stderr)
     if resume_state is not None:

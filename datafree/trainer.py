@@ -32,7 +32,7 @@ from datafree import runstate
 from datafree.augment import build_augmentation
 from datafree.batch import Batch, Nets
 from datafree.build import assemble
-from datafree.config import Config
+from datafree.config import Config, with_choices
 from datafree.data import BatchStream, Dataset
 from datafree.distributed import Dist, any_rank, average_gradients, broadcast_parameters
 from datafree.errors import DivergenceError, Interrupted
@@ -54,6 +54,9 @@ class Trainer:
         self.on_checkpoint: Callable[[Path], None] | None = None  # told of every run checkpoint written
         self.teacher_requires_grad = [p.requires_grad for p in teacher.parameters()] if teacher is not None else []
         built = assemble(cfg, self.info, student, teacher, dist)
+        if built.generator is not None and (chosen := built.generator.chosen_args()):
+            # in the config the checkpoints and config.toml record: a resume builds this generator again
+            self.cfg = cfg = with_choices(cfg, {f"generator.args.{key}": value for key, value in chosen.items()})
         self.method, self.device, self.players = built.method, built.device, built.players
         self.autocast_dtype, self.memory_format = built.autocast_dtype, built.memory_format
         self.teacher, self.student, self.generator, self.discriminator = (built.teacher, built.student,

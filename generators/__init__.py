@@ -10,6 +10,7 @@ the training batch size are hints for factories that size themselves to them (ot
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,6 +34,12 @@ class Generator(nn.Module):
     nz: int
     num_classes: int
     conditional: bool = False
+
+    def chosen_args(self) -> dict[str, Any]:
+        """The arguments this generator's factory chose from the hints (a DCGAN's width): the run records
+        them in its config, so that a resume, or a new run of that config, builds this same generator even
+        after the rule that chose them has changed."""
+        return {}
 
     def sample(self, n: int, forward: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Draw noise (and classes) and generate; `forward` is this module or its DDP wrapper."""

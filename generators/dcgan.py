@@ -15,12 +15,14 @@ takes at most the FLOPs of the teacher's and the student's together (never below
 32×32 a width-64 generator needs ~3× the FLOPs of a torchvision ResNet-18; for LeNet-5 →
 LeNet-5-half at 1×32×32 the parameter rule alone gave 16, 8.1 MFLOPs a sample against the two
 LeNets' 1.1, where width 8 (2.2 MFLOPs) trained at least as well in 26% less time a run
-(experiments/results/digits_tuning.md).
+(experiments/results/digits_tuning.md). The run writes the width it chose into its config
+(`generator.args.width`), so its resume builds this generator even if the rule changes.
 """
 from __future__ import annotations
 
 import bisect
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -62,7 +64,8 @@ class DCGANGenerator(Generator):
         channels, height, width_px = info.input_shape
         if height % 4 or width_px % 4:
             raise ConfigError(f"generator 'dcgan' needs image sides divisible by 4 (got {height}x{width_px})")
-        width = default_width(info, nz, reference_parameters, reference_flops) if width is None else width
+        self.chosen = {"width": default_width(info, nz, reference_parameters, reference_flops)} if width is None else {}
+        width = self.chosen.get("width", width)
         if not isinstance(width, int) or width <= 0:
             raise ConfigError(f"config key 'generator.args.width' must be a positive integer (got {width!r})")
         self.nz, self.num_classes, self.conditional = nz, info.num_classes, conditional
@@ -89,6 +92,9 @@ class DCGANGenerator(Generator):
               [nn.Tanh(), nn.BatchNorm2d(channels, affine=False)] if output == "batchnorm" else
               [nn.BatchNorm2d(channels)]),
         )
+
+    def chosen_args(self) -> dict[str, Any]:
+        return dict(self.chosen)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.conditional:

@@ -15,6 +15,7 @@ run) of the same size.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,6 +43,9 @@ class NoisyLayerGenerator(Generator):
                                     reference_flops=reference_flops)
                      if info.is_image else MLPGenerator(info, nz=noise_size))
         self.reset_noise()
+
+    def chosen_args(self) -> dict[str, Any]:
+        return self.body.chosen_args()
 
     def sample(self, n: int, forward=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Class-balanced: every class equally often, the rest at random."""

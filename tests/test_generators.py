@@ -1,5 +1,5 @@
-"""The DCGAN generator: its default width, and its fused upsampling convolution, which computes what the
-plain layers compute."""
+"""The DCGAN generator: its default width (recorded by the run that chose it), and its fused upsampling
+convolution, which computes what the plain layers compute."""
 from __future__ import annotations
 
 import pytest
@@ -9,10 +9,10 @@ from torch import nn
 
 import datafree  # noqa: F401  (imports the generators package in its order)
 from datafree.build import build_generator
-from datafree.config import GeneratorConfig
+from datafree.config import GeneratorConfig, read_toml
 from datafree.models import count_flops, count_parameters, create_model
 from datafree.spec import InputSpec
-from generators import resize_conv
+from generators import dcgan, resize_conv
 from generators.dcgan import DCGANGenerator, default_width
 from generators.resize_conv import ResizeConvSequential, upsample_conv
 
@@ -35,6 +35,21 @@ def test_the_default_width_is_the_widest_generator_costing_no_more_than_the_netw
     assert torch.equal(torch.get_rng_state(), state)  # sizing draws nothing: a seed's run is the run it was
     built = build_generator(GeneratorConfig(), info, torch.device("cpu"), torch.contiguous_format, teacher, student, 64)
     assert built.project.out_features == 2 * width * 8 * 8  # the run sizes it by both networks
+
+
+def test_a_run_records_the_width_it_chose_and_resumes_with_it_after_the_rule_changed(digits_teacher, tmp_path,
+                                                                                     monkeypatch) -> None:
+    run_dir = tmp_path / "run"
+    datafree.distill(digits_teacher, "digits_cnn_half", "ours", steps=2, run_dir=run_dir, quiet=True,
+                     overrides={"trainer.eval_every": 0, "trainer.image_every": 0})
+    assert read_toml(run_dir / "config.toml")["generator"]["args"] == {"width": 16}  # twice the 8x8 image's side
+    (run_dir / "student.pt").unlink()  # stopped after its last checkpoint: the resume builds the run again
+    monkeypatch.setattr(dcgan, "default_width", lambda *args, **kwargs: 8)  # a later rule would choose 8
+    result = datafree.resume(run_dir, quiet=True)
+    assert not result.already_finished and (run_dir / "student.pt").is_file()
+    datafree.distill(digits_teacher, "digits_cnn_half", "ours", steps=1, run_dir=tmp_path / "new", quiet=True,
+                     overrides={"trainer.eval_every": 0, "trainer.image_every": 0})
+    assert read_toml(tmp_path / "new" / "config.toml")["generator"]["args"] == {"width": 8}  # a new run: the rule
 
 
 @pytest.mark.parametrize("bias", [False, True])
