@@ -212,8 +212,9 @@ class Trainer:
     def fit(self, monitor: Monitor) -> dict[str, float]:
         settings = self.cfg.trainer
         self.reporter.monitor = monitor
-        previous = ({s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-                    if self.can_trap_signals() else {})
+        # a signal the process was told to ignore (SIGINT of a job a script started in the background) stays ignored
+        previous = ({s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)
+                     if signal.getsignal(s) is not signal.SIG_IGN} if self.can_trap_signals() else {})
         started, last_log_time, last_log_samples = time.perf_counter(), time.perf_counter(), self.samples_seen()
         base_seconds = self.counters["seconds"]
         try:

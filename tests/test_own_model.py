@@ -168,26 +168,45 @@ def test_explicit_image_settings_on_vectors_stay_errors(task, tmp_path):
                          overrides={"method.terms.generator.tv": 0.1})
 
 
+class Interrupting(nn.Module):
+    """A student that receives Ctrl-C in its first training forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.net, self.interrupted = mlp_student(), False
+
+    def forward(self, x):
+        if self.training and torch.is_grad_enabled() and not self.interrupted:  # not a look while building
+            self.interrupted = True
+            os.kill(os.getpid(), signal.SIGINT)
+        return self.net(x)
+
+
 def test_sigint_inside_distill_raises_the_public_interrupted_error(task, tmp_path):
     teacher, _, _ = task
-
-    class Interrupting(nn.Module):  # a student that receives Ctrl-C in its first training forward pass
-        def __init__(self):
-            super().__init__()
-            self.net, self.interrupted = mlp_student(), False
-
-        def forward(self, x):
-            if self.training and torch.is_grad_enabled() and not self.interrupted:  # not a look while building
-                self.interrupted = True
-                os.kill(os.getpid(), signal.SIGINT)
-            return self.net(x)
-
-    with pytest.raises(datafree.Interrupted) as caught:
-        datafree.distill(teacher, Interrupting(), input_shape=(20,), steps=50, run_dir=tmp_path / "run",
-                         overrides=QUIET)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if pytest was
+    try:                                                                 # started in a script's background
+        with pytest.raises(datafree.Interrupted) as caught:
+            datafree.distill(teacher, Interrupting(), input_shape=(20,), steps=50, run_dir=tmp_path / "run",
+                             overrides=QUIET)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert isinstance(caught.value, datafree.DatafreeError) and "Interrupted" in datafree.__all__
     assert caught.value.step == 1 and caught.value.run_dir == tmp_path / "run"
     assert f"datafree.resume({str(tmp_path / 'run')!r})" in str(caught.value)
+
+
+def test_a_run_whose_process_ignores_sigint_keeps_ignoring_it(task, tmp_path):
+    """A job a shell script starts in the background ignores SIGINT (Ctrl-C is for the script); so does its run."""
+    teacher, _, _ = task
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        result = datafree.distill(teacher, Interrupting(), input_shape=(20,), steps=3, run_dir=tmp_path / "run",
+                                  overrides=QUIET)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result.model.interrupted and result.evaluations[-1]["step"] == 3
 
 
 # --- the command line: TorchScript and factory teachers, a 3x32x32 CNN, resume in a fresh process ----

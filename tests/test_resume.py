@@ -35,8 +35,10 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def datafree(*args: str) -> subprocess.Popen:
+    # SIGINT as in a terminal, even where these tests run in a script's background job (which ignores it)
     return subprocess.Popen([sys.executable, "-m", "datafree", *args], env=ENV, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def distill(teacher: Path, method: str, run_dir: Path) -> subprocess.Popen:
