@@ -9,8 +9,12 @@ import torch
 
 import datafree
 
-# Two cores: keep torch from oversubscribing them when pytest runs subprocesses too.
-if "OMP_NUM_THREADS" not in os.environ:
+# Two cores. Under pytest-xdist (two workers) each worker and the processes its tests start get one
+# thread, so the workers do not oversubscribe the cores; in one process, two threads.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+elif "OMP_NUM_THREADS" not in os.environ:
     torch.set_num_threads(2)
 
 

@@ -1,6 +1,7 @@
 """Every registered model pair at the digits size (1x8x8) and the mnist5k size (1x32x32) trains at
 default settings — the default data-free method and real-data KD — without NaN, without a dead
-student, and with rising agreement. LeNet-5 has no BatchNorm: the case the defaults once broke."""
+student, and with rising agreement; all but one, an MLP student of 32×32 images under `ours` (a strict xfail below).
+LeNet-5 has no BatchNorm: the case the defaults once broke."""
 import math
 
 import pytest
@@ -25,6 +26,12 @@ QUIET = {"trainer.log_every": 5, "trainer.image_every": 0}
 # ours under a BatchNorm teacher once left a LeNet-5 student (no BatchNorm) at chance for its first 500
 # updates at the default student rate 0.05; the rate a student without normalisation now gets is 0.01.
 CASES = [(d, t, s, m) for m in ("ours", "kd") for d, pairs in PAIRS.items() for t, s in pairs]
+# An MLP student of 32×32 images stays at a constant prediction under `ours` (agreement 20.6 → 21.4 with two
+# threads, 21.0 throughout with one; student 10%; with a 93% teacher trained 600 steps: 14%): it has no
+# convolutions to carry what it learns on synthetic samples over to real digits. The README's known weaknesses.
+MLP_ON_IMAGES = pytest.mark.xfail(strict=True, reason="an MLP image student does not learn from ours' samples")
+CASES = [pytest.param(*case, marks=MLP_ON_IMAGES) if case == ("mnist5k", "digits_cnn_tiny", "mlp", "ours") else case
+         for case in CASES]
 
 
 @pytest.fixture(scope="module")
@@ -72,4 +79,6 @@ def test_default_settings_train_every_small_pair(teachers, tmp_path, data, teach
                               quiet=True, overrides={**QUIET, "trainer.eval_every": steps // 4})
     curve = agreement_curve(result)
     assert all(math.isfinite(v) for v in result.metrics.values() if isinstance(v, float))
-    assert len(curve) == 4 and curve[-1] > max(curve[0], 100 / 10 * 1.5), (data, teacher, student, method, curve)
+    # rising by 3 points at least (a student stuck at one prediction moves by less than one), above 1.5× chance
+    assert len(curve) == 4 and curve[-1] >= curve[0] + 3 and curve[-1] > 100 / 10 * 1.5, \
+        (data, teacher, student, method, curve)

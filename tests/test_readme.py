@@ -27,7 +27,7 @@ def test_the_section_has_python_and_command_line_examples_for_tabular_and_image_
 
 @pytest.mark.slow
 def test_the_examples_run(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONWARNINGS": "ignore",
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "PYTHONWARNINGS": "ignore",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     for i, (kind, body) in enumerate(own_model_blocks()):
         if kind == "python":
