@@ -36,6 +36,8 @@ class Evaluator:
     def __init__(self, trainer: "Trainer") -> None:
         self.trainer = trainer
         self.teacher_logits: torch.Tensor | None = None  # on the test set; the teacher is frozen: computed once
+        # on the test set at the last evaluation, the share of the student's and of the teacher's most common answer
+        self.answer_shares: tuple[float, float] | None = None
 
     @torch.no_grad()
     def __call__(self) -> dict[str, float]:
@@ -56,22 +58,28 @@ class Evaluator:
             self.teacher_logits = torch.cat([t.teacher(x).float() for x, _ in batches()])
         correct = agree = teacher_correct = total = 0
         kl = 0.0
+        answers = torch.zeros(2, info.num_classes, dtype=torch.float64, device=t.device)  # student's, teacher's
         with eval_mode(t.student):
             for x, y in batches():
                 s_logits = t.student(x.contiguous(memory_format=t.memory_format)).float()
                 s_pred = s_logits.argmax(1)
+                answers[0] += torch.bincount(s_pred, minlength=info.num_classes)
                 if y is not None:
                     correct += int((s_pred == y).sum())
                 if t.teacher is not None:
                     t_logits = self.teacher_logits[total: total + len(x)]
                     t_pred = t_logits.argmax(1)
                     agree += int((s_pred == t_pred).sum())
+                    answers[1] += torch.bincount(t_pred, minlength=info.num_classes)
                     kl += kl_sum(s_logits, t_logits)
                     if y is not None:
                         teacher_correct += int((t_pred == y).sum())
                 total += len(x)
         counts = torch.tensor([correct, agree, teacher_correct, total, kl], dtype=torch.float64)
         correct, agree, teacher_correct, total, kl = sum_across_ranks(counts, dist).tolist()
+        answers = sum_across_ranks(answers, dist)
+        self.answer_shares = ((answers[0].max() / total).item(), (answers[1].max() / total).item()) \
+            if t.teacher is not None else None
         metrics = {"student_accuracy": 100 * correct / total} if test.labelled else {}
         if t.teacher is not None:
             metrics.update(agreement=100 * agree / total, test_kl=kl / total)

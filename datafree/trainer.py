@@ -312,6 +312,8 @@ class Trainer:
             monitor.scalars(self.step, {f"eval/{k}": v for k, v in metrics.items() if k.endswith("_kl")})
             figures = "  ".join(f"{k.replace('_', ' ')} {v:.2f}%" for k, v in percent.items())
             monitor.message(f"step {self.step}/{self.cfg.trainer.steps}  {figures}")
+        if self.evaluator.answer_shares is not None:
+            self.reporter.check_test_answers(*self.evaluator.answer_shares)
         return metrics
 
     def summary(self) -> dict[str, float]:

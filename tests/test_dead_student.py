@@ -5,7 +5,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
+import datafree
 from datafree.config import load
 from datafree.reporting import ONE_CLASS_UPDATES, Reporter
 
@@ -84,3 +87,46 @@ def test_a_student_that_answers_like_its_targets_is_not_warned():
     one = one_class_student()
     feed(r, 2 * ONE_CLASS_UPDATES, one, one)
     assert r.monitor.lines == [] and r.dead_updates == 0
+
+
+def test_one_answer_on_the_test_inputs_is_warned_once_after_the_stretch_and_only_then():
+    r = reporter()
+    r.trainer.generator, r.trainer.counters = object(), {"student_steps": ONE_CLASS_UPDATES - 1}
+    r.check_test_answers(0.9, 0.2)
+    assert r.monitor.lines == []  # a fresh student answers one class for a while
+    r.trainer.counters["student_steps"] = ONE_CLASS_UPDATES
+    r.check_test_answers(0.7, 0.2)  # spread enough
+    r.check_test_answers(0.9, 0.6)  # the teacher answers one class too
+    assert r.monitor.lines == []
+    r.check_test_answers(0.9, 0.2)
+    r.check_test_answers(0.95, 0.2)
+    assert len(r.monitor.lines) == 1 and r.monitor.texts[0][0] == "student/test_answers"
+    assert "90% of them, the teacher's for 20%" in r.monitor.lines[0]
+    restored = reporter()
+    restored.load_state_dict(r.state_dict())
+    assert restored.one_answer_warned
+    real_data = reporter()
+    real_data.trainer.generator, real_data.trainer.counters = None, {"student_steps": 10 * ONE_CLASS_UPDATES}
+    real_data.check_test_answers(1.0, 0.1)  # a real-data run: the training guard above covers it
+    assert real_data.monitor.lines == []
+
+
+class OneAnswer(nn.Module):
+    """A student that answers class 3 whatever it is shown and whatever it learns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(K))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bias.expand(len(x), K) + 1000 * F.one_hot(torch.tensor(3), K)
+
+
+def test_a_data_free_run_whose_student_gives_the_test_set_one_answer_says_so(digits_teacher, tmp_path, capsys):
+    result = datafree.distill(digits_teacher, OneAnswer(), "ours", steps=10, run_dir=tmp_path / "run",
+                              overrides={"trainer.s_steps": ONE_CLASS_UPDATES // 10, "trainer.eval_every": 5,
+                                         "trainer.log_every": 5, "trainer.image_every": 0})
+    assert result.metrics["agreement"] < 20
+    err = capsys.readouterr()
+    said = [line for line in (err.out + err.err).splitlines() if "on the test inputs the student gives" in line]
+    assert len(said) == 1 and said[0].startswith("step 10:") and "100% of them" in said[0], said
