@@ -118,7 +118,7 @@ class Reporter:
         message = (f"step {t.step}: on the test inputs the student gives nearly one answer (its most common one for "
                    f"{student_share:.0%} of them, the teacher's for {teacher_share:.0%}): what it learns from the "
                    f"synthetic samples does not carry over to real inputs. Seen with a fully connected student of "
-                   f"images: give it a convolutional one, or try another method")
+                   f"images (DFAD and DAFL did no better there): give it a convolutional one")
         if self.monitor:
             self.monitor.message(message)
             self.monitor.text(t.step, "student/test_answers", message)
