@@ -58,27 +58,31 @@ class Evaluator:
             self.teacher_logits = torch.cat([t.teacher(x).float() for x, _ in batches()])
         correct = agree = teacher_correct = total = 0
         kl = 0.0
-        answers = torch.zeros(2, info.num_classes, dtype=torch.float64, device=t.device)  # student's, teacher's
+        k = info.num_classes
+        student_answers = torch.zeros(k, dtype=torch.float64, device=t.device)  # how often each class was said
         with eval_mode(t.student):
             for x, y in batches():
                 s_logits = t.student(x.contiguous(memory_format=t.memory_format)).float()
                 s_pred = s_logits.argmax(1)
-                answers[0] += torch.bincount(s_pred, minlength=info.num_classes)
+                student_answers += torch.bincount(s_pred, minlength=k)
                 if y is not None:
                     correct += int((s_pred == y).sum())
                 if t.teacher is not None:
                     t_logits = self.teacher_logits[total: total + len(x)]
                     t_pred = t_logits.argmax(1)
                     agree += int((s_pred == t_pred).sum())
-                    answers[1] += torch.bincount(t_pred, minlength=info.num_classes)
                     kl += kl_sum(s_logits, t_logits)
                     if y is not None:
                         teacher_correct += int((t_pred == y).sum())
                 total += len(x)
-        counts = torch.tensor([correct, agree, teacher_correct, total, kl], dtype=torch.float64)
-        correct, agree, teacher_correct, total, kl = sum_across_ranks(counts, dist).tolist()
-        answers = sum_across_ranks(answers, dist)
-        self.answer_shares = ((answers[0].max() / total).item(), (answers[1].max() / total).item()) \
+        teacher_answers = (torch.bincount(self.teacher_logits.argmax(1), minlength=k).double().cpu()
+                           if t.teacher is not None else torch.zeros(k, dtype=torch.float64))
+        counts = torch.cat([torch.tensor([correct, agree, teacher_correct, total, kl], dtype=torch.float64),
+                            student_answers.cpu(), teacher_answers])
+        counts = sum_across_ranks(counts, dist)  # one reduction for every count
+        correct, agree, teacher_correct, total, kl = counts[:5].tolist()
+        student_answers, teacher_answers = counts[5:].view(2, k)
+        self.answer_shares = ((student_answers.max() / total).item(), (teacher_answers.max() / total).item()) \
             if t.teacher is not None else None
         metrics = {"student_accuracy": 100 * correct / total} if test.labelled else {}
         if t.teacher is not None:
