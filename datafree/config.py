@@ -62,7 +62,13 @@ class DataConfig:
     test_data: str = ""  # a .npz file (arrays x, and y when labelled) or an image folder; empty: none
     test_batch_size: int = 1024
 
-    def check(self, key: str) -> None:
+    def own_input_keys(self) -> list[str]:
+        """The keys set that describe your own inputs (and conflict with a registered data set)."""
+        return [k for k in ("num_classes", "mean", "std", "test_data") if getattr(self, k)]
+
+    def check(self, key: str, name_given: bool = True) -> None:
+        """`name_given`: False while `name` is the default, which a teacher checkpoint recording your
+        own inputs replaces later (so keys describing them are not refused yet; see `load_inputs`)."""
         at_least(self.image_size, 0, f"{key}.image_size")
         at_most(self.image_size, 4096, f"{key}.image_size")
         if self.channels not in (0, 1, 3):
@@ -77,10 +83,8 @@ class DataConfig:
                               f"give one of them")
         if not self.name and not self.input_shape:
             raise ConfigError(f"config key '{key}.name' is empty: give a registered data set or '{key}.input_shape'")
-        own = [k for k in ("num_classes", "mean", "std", "test_data") if getattr(self, k)]
-        if self.name and own:
-            raise ConfigError(f"config key '{key}.{own[0]}' describes your own inputs; the registered data set "
-                              f"{self.name!r} has its own (drop it, or use {key}.input_shape instead of {key}.name)")
+        if self.name and self.own_input_keys() and name_given:
+            raise self.own_inputs_conflict(key)
         if self.input_shape and (self.image_size or self.channels):
             raise ConfigError(f"config keys '{key}.image_size' and '{key}.channels' convert a registered data set; "
                               f"with {key}.input_shape give the shape you want instead")
@@ -92,6 +96,14 @@ class DataConfig:
                 raise ConfigError(f"config key '{key}.input_shape' {self.input_shape} is too large for one sample")
         if (len(self.mean) > 0) != (len(self.std) > 0):
             raise ConfigError(f"config keys '{key}.mean' and '{key}.std' go together: give both or neither")
+
+    def own_inputs_conflict(self, key: str = "data", recorded_by_teacher: bool = False) -> ConfigError:
+        own = f"{key}.{self.own_input_keys()[0]}"
+        if recorded_by_teacher:
+            return ConfigError(f"config key '{own}' describes your own inputs, but the teacher checkpoint was trained "
+                               f"on the registered data set {self.name!r}, which has its own: drop {own}")
+        return ConfigError(f"config key '{own}' describes your own inputs; the registered data set {self.name!r} has "
+                           f"its own (drop it, or use {key}.input_shape instead of {key}.name)")
 
 
 @dataclass
@@ -277,7 +289,9 @@ class Config:
     def check(self, key: str = "") -> None:
         for f in dataclasses.fields(self):
             section = getattr(self, f.name)
-            if hasattr(section, "check"):
+            if f.name == "data":
+                section.check(f.name, name_given="data.name" in self.given)
+            elif hasattr(section, "check"):
                 section.check(f.name)
         self.check_replay()
         self.check_names()

@@ -8,6 +8,7 @@ test data of their own), completed from the teacher where it says more than the 
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from datafree.config import Config, with_choices
@@ -34,6 +35,8 @@ def with_inputs_of(cfg: Config, teacher: Network | None) -> Config:
     spec = teacher.spec
     registered = spec.name.split(":")[0]
     if registered in DATASETS and registered != "imagefolder":
+        if cfg.data.own_input_keys():
+            raise replace(cfg.data, name=registered).own_inputs_conflict(recorded_by_teacher=True)
         changes: dict[str, Any] = {"data.name": registered}
         if spec.is_image and spec.input_shape[1] == spec.input_shape[2]:  # as converted for this teacher, if it was
             changes.update({"data.image_size": spec.input_shape[1], "data.channels": spec.input_shape[0]})
@@ -42,9 +45,11 @@ def with_inputs_of(cfg: Config, teacher: Network | None) -> Config:
             if key in cfg.given and given != recorded:
                 raise not_the_recorded_inputs(key, given, spec)
     else:
-        changes = {"data.name": "", "data.input_shape": list(spec.input_shape),
-                   "data.num_classes": spec.num_classes or 0, "data.mean": list(spec.mean or ()),
-                   "data.std": list(spec.std or ())}
+        recorded = {"data.name": "", "data.input_shape": list(spec.input_shape),
+                    "data.num_classes": spec.num_classes or 0, "data.mean": list(spec.mean or ()),
+                    "data.std": list(spec.std or ())}
+        # What you gave of your inputs' description stands (a wrong class count is refused by load_inputs).
+        changes = {key: value for key, value in recorded.items() if key not in cfg.given}
     return with_choices(cfg, changes)
 
 
@@ -86,6 +91,8 @@ def load_inputs(cfg: Config, teacher: Network | None, test_data: Any = None) -> 
     """The run's inputs: the registered data set, or the spec the config describes with its test data."""
     d = cfg.data
     if d.name:
+        if d.own_input_keys():  # not refused at load while the name was the default (see DataConfig.check)
+            raise d.own_inputs_conflict()
         if test_data is not None:
             raise ConfigError(f"test_data is for your own inputs; data set {d.name!r} has its own test split "
                               f"(describe the inputs with input_shape instead of data)")

@@ -51,6 +51,18 @@ def test_bad_values_name_the_key(override, message):
         load(overrides=override)
 
 
+def test_own_input_keys_beside_a_registered_data_set_are_refused_once_its_name_is_known():
+    """Beside the default name they wait for the teacher checkpoint, which may record your own inputs."""
+    from datafree.inputs import load_inputs
+
+    with pytest.raises(ConfigError, match=r"'data.test_data' describes your own inputs; the registered data set "
+                                          r"'digits' has its own"):
+        load(overrides={"data.name": "digits", "data.test_data": "x.npz"})
+    cfg = load(overrides={"data.test_data": "x.npz"})
+    with pytest.raises(ConfigError, match=r"'data.test_data' describes your own inputs; the registered data set"):
+        load_inputs(cfg, None)
+
+
 def test_bad_override_syntax_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="must look like section.key=value"):
         load(overrides=["trainer.steps"])

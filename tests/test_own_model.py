@@ -256,6 +256,27 @@ def test_cli_distils_a_torchscript_or_factory_teacher(workdir, capsys, teacher):
     assert f"{record['student_accuracy']:.2f}% on 200 samples" in capsys.readouterr().out
 
 
+def test_cli_takes_the_inputs_of_a_checkpoint_that_records_your_own(workdir, capsys, digits_teacher):
+    """A datafree checkpoint of your own inputs (a student distilled before) needs no --input-shape beside
+    --test-data; one of a registered data set refuses --test-data naming that data set, not the default."""
+    first = ["distill", "--teacher", "teacher.ts", "--input-shape", "20", "--student", "mlp", "--steps", "2",
+             "--run-dir", "first", "--quiet"]
+    assert main(first) == 0
+    capsys.readouterr()
+    again = ["distill", "--teacher", "first/student.pt", "--student", "mlp", "--test-data", "test.npz", "--steps", "2",
+             "--run-dir", "again", "--quiet"]
+    assert main(again) == 0
+    assert capsys.readouterr().out.startswith("distill: test accuracy ")
+    assert json.loads((workdir / "again" / "metrics.json").read_text())["test_samples"] == 200
+
+    registered = ["distill", "--teacher", str(digits_teacher), "--test-data", "test.npz", "--steps", "2",
+                  "--run-dir", "registered", "--quiet"]
+    assert main(registered) == 2
+    err = capsys.readouterr().err
+    assert "trained on the registered data set 'digits'" in err and "drop data.test_data" in err
+    assert not (workdir / "registered").exists()
+
+
 def test_cli_refuses_a_bare_state_dict_without_its_factory(workdir, capsys):
     assert main(["distill", "--teacher", "weights.pt", "--input-shape", "20", "--steps", "2"]) == 2
     err = capsys.readouterr().err
