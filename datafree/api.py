@@ -359,10 +359,17 @@ def load_teacher(cfg: Config, module: nn.Module | None, resume_state: dict[str, 
 
 
 def check_teacher_data(cfg: Config, t: InputSpec, d: InputSpec) -> None:
-    if (t.num_classes, tuple(t.input_shape)) != (d.num_classes, tuple(d.input_shape)):
-        raise ConfigError(f"teacher {cfg.teacher.checkpoint} was trained on {t.name} ({t.num_classes} classes, inputs "
-                          f"{tuple(t.input_shape)}) but data set {d.name} has {d.num_classes} classes, inputs "
-                          f"{tuple(d.input_shape)}; pass --data {t.name.split(':')[0]}")
+    if (t.num_classes, tuple(t.input_shape)) == (d.num_classes, tuple(d.input_shape)):
+        return
+    registered = t.name.split(":")[0]
+    if registered == cfg.data.name and t.is_image:  # the same data set, converted otherwise
+        fix = (f"set data.channels = {t.input_shape[0]} and data.image_size = {t.input_shape[1]} as for the teacher "
+               f"(or name no data set: the teacher's is used)")
+    else:
+        fix = f"pass --data {registered}"
+    raise ConfigError(f"teacher {cfg.teacher.checkpoint} was trained on {t.name} ({t.num_classes} classes, inputs "
+                      f"{tuple(t.input_shape)}) but data set {d.name} has {d.num_classes} classes, inputs "
+                      f"{tuple(d.input_shape)}; {fix}")
 
 
 def with_provenance(cfg: Config, teacher: Network | None, student: Network) -> Config:

@@ -128,6 +128,10 @@ def test_teacher_for_another_data_set(digits_teacher, workdir, capsys):
     refused(capsys, distill(digits_teacher, "--data", "wine"),
             "was trained on digits (10 classes, inputs (1, 8, 8)) but data set wine has 3 classes",
             "pass --data digits")
+    # the same data set converted otherwise: the fix is the teacher's conversion, not the name given already
+    refused(capsys, distill(digits_teacher, "--data", "digits", "--set", "data.image_size=16"),
+            "but data set digits has 10 classes, inputs (1, 16, 16); set data.channels = 1 and data.image_size = 8 "
+            "as for the teacher (or name no data set: the teacher's is used)")
     assert snapshot(workdir) == {}
 
 
