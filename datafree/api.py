@@ -159,7 +159,8 @@ def evaluate(model: str | Path | nn.Module, data: str | None = None, *, test_dat
         if data is not None:
             raise ConfigError("give either data (a registered data set) or test_data (your own), not both")
         if spec is None:
-            raise ConfigError("the model does not record its inputs: give input_shape (and mean/std if it normalises)")
+            raise ConfigError("the model does not record its inputs: give input_shape (--input-shape C,H,W or F), and "
+                              "mean/std if it normalises them")
         split = read_test_data(test_data, spec)
         spec = spec.with_classes(spec.num_classes or classes_of(network, spec))
         check_test_data(split, spec)
