@@ -66,9 +66,7 @@ class DataConfig:
         """The keys set that describe your own inputs (and conflict with a registered data set)."""
         return [k for k in ("num_classes", "mean", "std", "test_data") if getattr(self, k)]
 
-    def check(self, key: str, name_given: bool = True) -> None:
-        """`name_given`: False while `name` is the default, which a teacher checkpoint recording your
-        own inputs replaces later (so keys describing them are not refused yet; see `load_inputs`)."""
+    def check(self, key: str) -> None:
         at_least(self.image_size, 0, f"{key}.image_size")
         at_most(self.image_size, 4096, f"{key}.image_size")
         if self.channels not in (0, 1, 3):
@@ -83,8 +81,6 @@ class DataConfig:
                               f"give one of them")
         if not self.name and not self.input_shape:
             raise ConfigError(f"config key '{key}.name' is empty: give a registered data set or '{key}.input_shape'")
-        if self.name and self.own_input_keys() and name_given:
-            raise self.own_inputs_conflict(key)
         if self.input_shape and (self.image_size or self.channels):
             raise ConfigError(f"config keys '{key}.image_size' and '{key}.channels' convert a registered data set; "
                               f"with {key}.input_shape give the shape you want instead")
@@ -289,10 +285,12 @@ class Config:
     def check(self, key: str = "") -> None:
         for f in dataclasses.fields(self):
             section = getattr(self, f.name)
-            if f.name == "data":
-                section.check(f.name, name_given="data.name" in self.given)
-            elif hasattr(section, "check"):
+            if hasattr(section, "check"):
                 section.check(f.name)
+        # Beside the default data set, keys of your own inputs wait: a teacher checkpoint recording your
+        # inputs replaces that default later (datafree/inputs.py refuses what is left).
+        if "data.name" in self.given and self.data.name and self.data.own_input_keys():
+            raise self.data.own_inputs_conflict()
         self.check_replay()
         self.check_names()
         if 0 < self.trainer.steps <= self.method.warmup:  # a run that ends in the warm-up returns an untrained student

@@ -91,7 +91,7 @@ def load_inputs(cfg: Config, teacher: Network | None, test_data: Any = None) -> 
     """The run's inputs: the registered data set, or the spec the config describes with its test data."""
     d = cfg.data
     if d.name:
-        if d.own_input_keys():  # not refused at load while the name was the default (see DataConfig.check)
+        if d.own_input_keys():  # not refused at load while the name was the default (see Config.check)
             raise d.own_inputs_conflict()
         if test_data is not None:
             raise ConfigError(f"test_data is for your own inputs; data set {d.name!r} has its own test split "
