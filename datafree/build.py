@@ -22,6 +22,7 @@ from datafree.methods.terms import TERMS, TermContext
 from datafree.models import check_model_io, count_flops, count_parameters, dry_forward, eval_mode
 from datafree.players import Player
 from datafree.spec import InputSpec
+from datafree.trimmed_conv import trim_convolutions
 from discriminators import DISCRIMINATORS, Discriminator, apply_spectral_norm
 from discriminators.losses import GAN_LOSSES
 from generators import GENERATORS, Generator
@@ -122,6 +123,8 @@ def assemble(cfg: Config, info: InputSpec, student: nn.Module, teacher: nn.Modul
         teacher = teacher.to(device, memory_format=teacher_format).eval()
         for p in teacher.parameters():  # (a TorchScript module has no requires_grad_ of its own)
             p.requires_grad_(False)
+        if settings.trim_teacher:
+            trim_convolutions(teacher, shape)
     student = student.to(device, memory_format=memory_format).train()
     generator = (build_generator(cfg.generator, info, device, memory_format, teacher, student, settings.batch_size)
                  if method.data == "synthetic" else None)

@@ -8,10 +8,11 @@ One update = one iteration of the method (its generator update(s) and its studen
 divided by its student updates. "before" is the generator this project used at 32×32 until it
 was sized to the student (width 64, twice the image side: ~3× the teacher's FLOPs); then the sized
 generator with the teacher's weights contiguous, as they were until the teacher went channels-last
-on the CPU (`trainer.teacher_memory_format`); then the default with the generator's upsampling
-convolutions run as plain layers, as until they were fused (generators/resize_conv.py); then the
-default; then bf16 autocast (fast on CPUs with AVX-512 bf16, emulated and slow elsewhere). Weights
-are random: this measures speed, not accuracy.
+on the CPU (`trainer.teacher_memory_format`); then with the generator's upsampling convolutions run
+as plain layers, as until they were fused (generators/resize_conv.py); then the teacher's convolutions
+whole, as until they were trimmed to the kernel taps that reach the image (datafree/trimmed_conv.py);
+then the default; then bf16 autocast (fast on CPUs with AVX-512 bf16, emulated and slow elsewhere),
+untrimmed and by default. Weights are random: this measures speed, not accuracy.
 """
 from __future__ import annotations
 
@@ -74,13 +75,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=str(RESULTS / "speed_rgb32_cpu.md"))
     args = p.parse_args(argv)
-    contiguous_teacher = {"trainer.teacher_memory_format": "contiguous"}
+    whole = {"trainer.trim_teacher": False}
+    contiguous_teacher = {"trainer.teacher_memory_format": "contiguous", **whole}
+    bf16 = {"trainer.precision": "bf16"}
     settings = [("before (generator width 64, teacher contiguous, fp32)",
                  {"generator.args": {"width": 64}, **contiguous_teacher}, True),
                 ("generator sized to the student, teacher contiguous, fp32", contiguous_teacher, True),
-                ("teacher channels-last on the CPU, fp32", {}, True),
-                ("default (upsampling convolutions fused), fp32", {}, False),
-                ("default, bf16 autocast", {"trainer.precision": "bf16"}, False)]
+                ("teacher channels-last on the CPU, fp32", whole, True),
+                ("upsampling convolutions fused, fp32", whole, False),
+                ("default (teacher's convolutions trimmed), fp32", {}, False),
+                ("teacher's convolutions whole, bf16 autocast", {**whole, **bf16}, False),
+                ("default, bf16 autocast", bf16, False)]
     rows = ["| method | setting | ms per student update | blocks (ms) |", "|---|---|---:|---|"]
     for method in ("ours", "dfad"):
         for name, overrides, unfused in settings:

@@ -32,7 +32,7 @@ RESULTS_FORMAT = "datafree-bench-1"
 NOT_FINGERPRINTED = {"run": None, "published": None,
                      "data": ("root", "download", "test_batch_size"),
                      "trainer": ("eval_every", "log_every", "image_every", "checkpoint_every", "keep_checkpoints",
-                                 "device", "threads")}
+                                 "device", "threads", "trim_teacher")}
 # What results.json keeps of each evaluation of a run (accuracy against time).
 EVALUATION_KEYS = ("step", "seconds", "student_steps", "student_accuracy", "agreement")
 
