@@ -62,13 +62,12 @@ def test_resnet18_at_32x32_trims_its_last_stage_and_answers_the_same():
     keys = {k: v.shape for k, v in trimmed.state_dict().items()}
     names = trim_convolutions(trimmed, (3, 32, 32))
     assert names == ["layer4.0.conv1", "layer4.0.conv2", "layer4.1.conv1", "layer4.1.conv2"]
-    kernels = {name: trimmed.get_submodule(name).weight[:, :, trimmed.get_submodule(name).rows,
-                                                           trimmed.get_submodule(name).cols].shape[-2:]
-               for name in names}
+    convs = {name: trimmed.get_submodule(name) for name in names}
+    kernels = {name: conv.weight[:, :, conv.rows, conv.cols].shape[-2:] for name, conv in convs.items()}
     assert kernels == {"layer4.0.conv1": (2, 2), "layer4.0.conv2": (1, 1), "layer4.1.conv1": (1, 1),
                        "layer4.1.conv2": (1, 1)}
     assert {k: v.shape for k, v in trimmed.state_dict().items()} == keys  # weights kept whole, not copied
-    assert isinstance(trimmed.get_submodule("layer4.0.conv2"), TrimmedConv2d)
+    assert all(isinstance(conv, TrimmedConv2d) for conv in convs.values())
     for side in (32, 48):  # 48×48: 2×2 maps in the last stage, where every tap is used again
         x = torch.randn(4, 3, side, side, generator=torch.Generator().manual_seed(side))
         torch.testing.assert_close(outputs_and_input_gradient(trimmed, x), outputs_and_input_gradient(whole, x),

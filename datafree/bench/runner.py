@@ -28,7 +28,7 @@ from datafree.methods import METHODS
 from datafree.models import count_parameters
 
 RESULTS_FORMAT = "datafree-bench-1"
-# Config keys that only change how a run reports or where it reads from, never its result.
+# Config keys that only change how a run reports, where it reads from or how fast it runs, never its result.
 NOT_FINGERPRINTED = {"run": None, "published": None,
                      "data": ("root", "download", "test_batch_size"),
                      "trainer": ("eval_every", "log_every", "image_every", "checkpoint_every", "keep_checkpoints",
